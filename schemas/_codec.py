@@ -1,0 +1,150 @@
+"""Encode and decode DashFrog event batches.
+
+Wire format of one Kafka message value: Avro single-object encoding
+(``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
+schema + the Avro binary body) of an ``EventBatch``. The fingerprint says which
+schema wrote the message, so a reader resolves it against its own schema with
+Avro's rules. A writer also puts its schema's JSON in the ``dashfrog-schema``
+header, so a processor older than the client can still read what a newer
+client wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from dashfrog._exceptions import SchemaError
+
+MAGIC = b"\xc3\x01"
+SCHEMA_HEADER = "dashfrog-schema"
+EVENT_KINDS = ("flow_started", "flow_ended", "step_started", "step_ended", "flow_event")
+STATUSES = ("success", "failed")
+
+Event = dict[str, Any]
+
+_MAX_FOREIGN_SCHEMAS = 64
+_MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def _fingerprint(schema: Any) -> bytes:
+    canonical = to_parsing_canonical_form(schema)
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+
+
+@cache
+def schema_json() -> str:
+    """The current writer schema, as shipped in ``event_batch.avsc``."""
+    return resources.files("dashfrog.schemas").joinpath("event_batch.avsc").read_text()
+
+
+@cache
+def current_schema() -> Any:
+    return fastavro.parse_schema(json.loads(schema_json()))
+
+
+@cache
+def _current_fingerprint() -> bytes:
+    return _fingerprint(current_schema())
+
+
+@cache
+def _shipped_schemas() -> dict[bytes, Any]:
+    """Every schema version this package ships: the current one and ``history/``."""
+    known = {_current_fingerprint(): current_schema()}
+    history = resources.files("dashfrog.schemas").joinpath("history")
+    if history.is_dir():
+        for entry in history.iterdir():
+            if entry.name.endswith(".avsc"):
+                parsed = fastavro.parse_schema(json.loads(entry.read_text()))
+                known[_fingerprint(parsed)] = parsed
+    return known
+
+
+_foreign: OrderedDict[bytes, Any] = OrderedDict()
+
+
+def _writer_schema(fp: bytes, headers: Mapping[str, bytes] | None) -> Any:
+    known = _shipped_schemas().get(fp)
+    if known is not None:
+        return known
+    if fp in _foreign:
+        _foreign.move_to_end(fp)
+        return _foreign[fp]
+    text = (headers or {}).get(SCHEMA_HEADER)
+    if not text:
+        raise SchemaError(
+            f"unknown writer schema {fp[::-1].hex()} and no {SCHEMA_HEADER!r} header: "
+            "upgrade the processor to the SDK's version or let the SDK send its schema"
+        )
+    if len(text) > _MAX_SCHEMA_BYTES:
+        raise SchemaError(f"writer schema header is {len(text)} bytes, over {_MAX_SCHEMA_BYTES}")
+    try:
+        parsed = fastavro.parse_schema(json.loads(text))
+    except Exception as exc:
+        raise SchemaError(f"writer schema header is not a valid Avro schema: {exc}") from exc
+    if _fingerprint(parsed) != fp:
+        raise SchemaError("writer schema header does not match the message's fingerprint")
+    _foreign[fp] = parsed
+    if len(_foreign) > _MAX_FOREIGN_SCHEMAS:
+        _foreign.popitem(last=False)
+    return parsed
+
+
+def encode(events: Sequence[Event], schema: Any = None) -> bytes:
+    """Encode ``events`` as one message value (optionally with another writer schema)."""
+    writer = current_schema() if schema is None else schema
+    fp = _current_fingerprint() if schema is None else _fingerprint(schema)
+    out = io.BytesIO()
+    out.write(MAGIC)
+    out.write(fp)
+    fastavro.schemaless_writer(out, writer, {"events": list(events)})
+    return out.getvalue()
+
+
+def headers() -> list[tuple[str, bytes]]:
+    """Kafka headers a writer sends with every message."""
+    return [(SCHEMA_HEADER, schema_json().encode())]
+
+
+def decode(value: bytes, headers: Mapping[str, bytes] | None = None) -> list[Event]:
+    """Decode one message value into events, resolved to the current schema.
+
+    Raises :class:`SchemaError` with the reason when the value cannot be read.
+    """
+    if not value or len(value) < 10 or value[:2] != MAGIC:
+        raise SchemaError("not a DashFrog event message (missing Avro single-object header)")
+    fp = bytes(value[2:10])
+    writer = _writer_schema(fp, headers)
+    reader = None if fp == _current_fingerprint() else current_schema()
+    try:
+        batch = fastavro.schemaless_reader(io.BytesIO(value[10:]), writer, reader)
+    except Exception as exc:
+        raise SchemaError(f"Avro body does not decode with its writer schema: {exc!r}") from exc
+    return batch["events"]  # type: ignore[no-any-return,index,call-overload]
+
+
+def validate(event: Event) -> None:
+    """Check what Avro cannot: kinds, statuses and required ids. Raises SchemaError."""
+    kind = event.get("kind")
+    if kind not in EVENT_KINDS:
+        raise SchemaError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
+    for field in ("event_id", "flow_id", "tenant", "flow_name"):
+        if not event.get(field):
+            raise SchemaError(f"{kind} event has an empty {field}")
+    if kind.startswith("step_") and not event.get("step_id"):
+        raise SchemaError(f"{kind} event has no step_id")
+    if kind.endswith("_ended") and event.get("status") not in STATUSES:
+        raise SchemaError(f"{kind} event has status {event.get('status')!r}; expected success or failed")
+
+
+def header_map(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
+    return {k: v for k, v in (raw or ())}

@@ -1,0 +1,36 @@
+"""The store interface. Adapters (chDB, clickhouse-connect) implement it and share
+the DDL and queries; :func:`open_store` picks one by the URL's scheme and
+imports its driver only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from dashfrog.schemas import Event
+
+
+class Store(Protocol):
+    """Where raw events land and flows and steps are projected."""
+
+    url: str
+
+    def migrate(self) -> None:
+        """Create or upgrade tables; safe to run any number of times."""
+
+    def insert_events(self, events: Sequence[Event], token: str) -> None:
+        """Write ``events`` durably and project them into flows and steps.
+
+        ``token`` names the batch deterministically (e.g. topic/partition/offset
+        range): writing the same batch with the same token again, after a crash,
+        changes nothing that queries return.
+        """
+
+    def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read query with bound ``{name:Type}`` parameters; rows as dicts."""
+
+    def rebuild(self) -> None:
+        """Re-project flows and steps from the raw events table."""
+
+    def close(self) -> None: ...
