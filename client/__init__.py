@@ -1,1 +1,43 @@
-"""DashFrog."""
+"""DashFrog: track business workflows per customer.
+
+>>> from dashfrog import flow, step
+>>> with flow.start(name="data_import", tenant="acme-corp"):
+...     with step.start("validate"):
+...         ...
+"""
+
+from dashfrog import flow, step
+from dashfrog._api import flush, setup, shutdown, stats
+from dashfrog._exceptions import (
+    ConfigurationError,
+    DashfrogError,
+    InvalidArgumentError,
+    LabelLimitError,
+    NoActiveFlowError,
+    QueryError,
+    SchemaError,
+    StorageError,
+    UsageError,
+)
+from dashfrog._flow import SDK_VERSION as __version__
+from dashfrog._settings import Settings
+
+__all__ = [
+    "ConfigurationError",
+    "DashfrogError",
+    "InvalidArgumentError",
+    "LabelLimitError",
+    "NoActiveFlowError",
+    "QueryError",
+    "SchemaError",
+    "Settings",
+    "StorageError",
+    "UsageError",
+    "__version__",
+    "flow",
+    "flush",
+    "setup",
+    "shutdown",
+    "stats",
+    "step",
+]

@@ -1,0 +1,46 @@
+"""Process-wide SDK functions: setup, flush, stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashfrog import _context
+from dashfrog._producer import current_sender, reset_sender
+from dashfrog._settings import Settings, get_settings, set_settings
+
+
+def setup(**overrides: Any) -> Settings:
+    """Configure the SDK. Keyword arguments override ``DASHFROG_*`` settings.
+
+    Calling it again replaces the configuration; events queued under the
+    previous one are flushed first (within its exit flush timeout).
+    """
+    settings = Settings(**overrides)
+    previous = current_sender()
+    reset_sender(previous.settings.exit_flush_timeout_s if previous else None)
+    set_settings(settings)
+    return settings
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Send what is queued; True when the broker acknowledged it all within ``timeout``."""
+    sender = current_sender()
+    return True if sender is None else sender.flush(timeout)
+
+
+def shutdown(timeout: float | None = 10.0) -> None:
+    """Flush within ``timeout`` and stop the background sender."""
+    reset_sender(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Counters of the background sender: queued, sent, dropped, errors, ..."""
+    sender = current_sender()
+    base: dict[str, Any] = (
+        sender.stats()
+        if sender is not None
+        else {"queued": 0, "accepted": 0, "sent": 0, "dropped": 0, "errors": 0, "messages": 0, "last_error": None}
+    )
+    base["ignored_remote_contexts"] = _context.ignored_remote_count()
+    base["disabled"] = get_settings().disabled
+    return base

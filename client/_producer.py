@@ -1,0 +1,315 @@
+"""The background sender: events leave the application through a bounded queue.
+
+Application threads only append to an in-memory deque (never block unless
+``queue_block_ms`` allows it, never raise). One daemon thread runs its own
+asyncio loop with an aiokafka producer: it drains the queue every
+``linger_ms``, groups events by the partition their flow id maps to under
+Kafka's default partitioner (murmur2 of the key), packs each group into one
+Avro message keyed by a flow id of the group, and sends it. Events whose send
+failed go back to the front of the queue; what does not fit is dropped,
+counted, and reported in a rate-limited log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from dashfrog import schemas
+from dashfrog._settings import Settings
+
+log = logging.getLogger("dashfrog")
+
+_MAX_MESSAGE_BYTES = 900_000
+_LOG_EVERY_S = 10.0
+_RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Sender:
+    """Owns the queue, the sender thread and its aiokafka producer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: deque[schemas.Event] = deque()
+        self._capacity = settings.queue_size
+        self._inflight = 0  # events handed to aiokafka, not yet acknowledged
+        self._space = threading.Condition()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._pid = os.getpid()
+        self.queued = 0
+        self.sent = 0
+        self.dropped = 0
+        self.errors = 0
+        self.messages = 0
+        self.last_error: str | None = None
+        self._reported_dropped = 0
+        self._last_report = 0.0
+        self._thread = threading.Thread(target=self._run, name="dashfrog-sender", daemon=True)
+        self._thread.start()
+
+    # -- application side ----------------------------------------------------
+
+    def emit(self, event: schemas.Event) -> None:
+        """Queue one event. Never raises; drops and counts when the queue is full."""
+        if len(self._queue) + self._inflight >= self._capacity and not self._wait_for_space():
+            self.dropped += 1
+            self._report_drops()
+            return
+        self._queue.append(event)
+        self.queued += 1
+
+    def _wait_for_space(self) -> bool:
+        timeout = self.settings.queue_block_ms / 1000
+        if timeout <= 0:
+            return False
+        deadline = time.monotonic() + timeout
+        with self._space:
+            while len(self._queue) + self._inflight >= self._capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._space.wait(remaining):
+                    return False
+        return True
+
+    def _report_drops(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= _LOG_EVERY_S:
+            self._last_report = now
+            log.warning(
+                "dashfrog: event queue full (%d events); dropped %d events since the last report "
+                "(%d in all). Is the broker at %s reachable? Last error: %s",
+                self._capacity,
+                self.dropped - self._reported_dropped,
+                self.dropped,
+                self.settings.bootstrap,
+                self.last_error or "none",
+            )
+            self._reported_dropped = self.dropped
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything queued so far; True if it was acknowledged within ``timeout``."""
+        if not self._started.wait(timeout) or self._loop is None:
+            return not self._queue
+        future: Future[bool] = asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
+        try:
+            return future.result(timeout)
+        except Exception:
+            future.cancel()
+            return False
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within ``timeout``, then stop the thread."""
+        if self._pid != os.getpid() or self._stopping:
+            return
+        self.flush(timeout)
+        self._stopping = True
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+        self._thread.join(timeout=max(1.0, timeout or 0))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queued": len(self._queue) + self._inflight,
+            "accepted": self.queued,
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "messages": self.messages,
+            "last_error": self.last_error,
+        }
+
+    # -- sender thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._wake = asyncio.Event()
+        self._started.set()
+        producer = None
+        attempt = 0
+        partitions: list[int] = []
+        refreshed = 0.0
+        while not self._stopping:
+            if producer is None:
+                producer = await self._connect()
+                if producer is None:
+                    await self._sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                    attempt += 1
+                    continue
+                attempt = 0
+            if not partitions or time.monotonic() - refreshed > 30:
+                try:
+                    found = await asyncio.wait_for(producer.partitions_for(self.settings.topic), 10)
+                    partitions = sorted(found or ())
+                    refreshed = time.monotonic()
+                except Exception as exc:
+                    self._note_error(exc)
+                    await self._sleep(1.0)
+                    continue
+            if self._queue:
+                await self._send_queued(producer, partitions)
+            else:
+                await self._sleep(self.settings.linger_ms / 1000)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _connect(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        s = self.settings
+        producer = AIOKafkaProducer(
+            client_id=s.client_id,
+            acks="all",
+            linger_ms=0,  # we batch ourselves; aiokafka should not wait again
+            compression_type=None if s.compression == "none" else s.compression,
+            max_request_size=1_048_576,
+            request_timeout_ms=15_000,
+            **s.kafka_options(),
+        )
+        try:
+            await asyncio.wait_for(producer.start(), 15)
+            return producer
+        except Exception as exc:
+            self._note_error(exc)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            return None
+
+    def _note_error(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    async def _send_queued(self, producer: Any, partitions: list[int]) -> None:
+        from aiokafka.partitioner import murmur2
+
+        taken: list[schemas.Event] = []
+        queue = self._queue
+        while queue and len(taken) < 20 * self.settings.batch_max_events:
+            taken.append(queue.popleft())
+        self._inflight += len(taken)
+        groups: dict[int, list[schemas.Event]] = {}
+        n = len(partitions)
+        for event in taken:
+            # Same mapping as Kafka's default partitioner for the key flow_id.
+            p = partitions[(murmur2(event["flow_id"].encode()) & 0x7FFFFFFF) % n]
+            groups.setdefault(p, []).append(event)
+        sends = []
+        size = self.settings.batch_max_events
+        for partition, events in groups.items():
+            for i in range(0, len(events), size):
+                for chunk in _fit(events[i : i + size]):
+                    sends.append((chunk, await self._send(producer, partition, chunk)))
+        for chunk, future in sends:
+            try:
+                if future is None:
+                    raise RuntimeError("send was refused")
+                await future
+                self.sent += len(chunk)
+                self.messages += 1
+            except Exception as exc:
+                self._note_error(exc)
+                # Put them back in front, in order, for the next round.
+                queue.extendleft(reversed(chunk))
+            finally:
+                self._inflight -= len(chunk)
+        with self._space:
+            self._space.notify_all()
+
+    async def _send(self, producer: Any, partition: int, chunk: list[schemas.Event]) -> Any:
+        try:
+            return await producer.send(
+                self.settings.topic,
+                value=schemas.encode(chunk),
+                key=chunk[0]["flow_id"].encode(),
+                partition=partition,
+                headers=schemas.headers(),
+            )
+        except Exception as exc:
+            self._note_error(exc)
+            return None
+
+    async def _flush(self) -> bool:
+        assert self._wake is not None
+        while self._queue or self._inflight:
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        return True
+
+
+def _fit(events: list[schemas.Event]) -> list[list[schemas.Event]]:
+    """Split ``events`` so that each encoded message stays under Kafka's size limit."""
+    if len(events) <= 1 or len(schemas.encode(events)) <= _MAX_MESSAGE_BYTES:
+        return [events]
+    half = len(events) // 2
+    return _fit(events[:half]) + _fit(events[half:])
+
+
+_sender: Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def get_sender(settings: Settings) -> Sender:
+    global _sender
+    sender = _sender
+    if sender is not None and sender.settings is settings:
+        return sender
+    with _sender_lock:
+        if _sender is None or _sender.settings is not settings:
+            old, _sender = _sender, Sender(settings)
+            if old is not None:
+                old.close(settings.exit_flush_timeout_s)
+        return _sender
+
+
+def current_sender() -> Sender | None:
+    return _sender
+
+
+def reset_sender(timeout: float | None = None) -> None:
+    """Close the sender (flushing within ``timeout``); the next event starts a new one."""
+    global _sender
+    with _sender_lock:
+        old, _sender = _sender, None
+    if old is not None:
+        old.close(timeout)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's thread does not exist here and its queue is the parent's to send.
+    global _sender, _sender_lock
+    _sender = None
+    _sender_lock = threading.Lock()
+
+
+def _at_exit() -> None:
+    sender = _sender
+    if sender is not None:
+        sender.close(sender.settings.exit_flush_timeout_s)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
