@@ -57,7 +57,7 @@ def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | N
     """Start tansu on 127.0.0.1:``port`` and wait until it answers Kafka metadata."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log, "ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         [
             _tansu_binary(),

@@ -59,7 +59,7 @@ def current_flow(ctx: Context | None = None) -> FlowContext | None:
     """The flow active in ``ctx`` (default: the current context), if any."""
     local = context.get_value(_FLOW_KEY, ctx)
     if local is not None:
-        return local  # type: ignore[no-any-return]
+        return local  # type: ignore[return-value]
     return remote_flow(ctx)
 
 
