@@ -16,9 +16,9 @@ from dashfrog.schemas._codec import (
 
 __all__ = [
     "EVENT_KINDS",
+    "Event",
     "SCHEMA_HEADER",
     "STATUSES",
-    "Event",
     "current_schema",
     "decode",
     "encode",
