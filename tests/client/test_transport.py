@@ -1,0 +1,99 @@
+"""Transport trouble never reaches the application: bounded time, no exceptions, counted drops."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dashfrog
+from dashfrog import flow, step
+from dashfrog._broker import free_port
+from tests.conftest import consume_events
+
+
+def test_broker_down_costs_bounded_time_and_counts_drops() -> None:
+    dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_size=100, exit_flush_timeout_s=0.5)
+    try:
+        started = time.perf_counter()
+        slowest = 0.0
+        for i in range(300):
+            t0 = time.perf_counter()
+            with flow.start(name="offline", tenant="acme-corp", n=i), step.start("work"):
+                pass
+            slowest = max(slowest, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        stats = dashfrog.stats()
+        # 300 flows x 4 events, 100 fit in the queue: the rest is dropped, none raised.
+        assert stats["queued"] <= 100
+        assert stats["accepted"] + stats["dropped"] == 1200
+        assert stats["dropped"] >= 1100
+        assert stats["sent"] == 0
+        # Generous bounds that only a blocking call would break.
+        assert slowest < 0.5 and elapsed < 5
+        t0 = time.perf_counter()
+        assert dashfrog.flush(0.3) is False
+        assert time.perf_counter() - t0 < 2
+    finally:
+        t0 = time.perf_counter()
+        dashfrog.setup()
+        assert time.perf_counter() - t0 < 5
+
+
+def test_queue_block_ms_waits_at_most_that_long() -> None:
+    dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_size=4, queue_block_ms=50, exit_flush_timeout_s=0.2)
+    try:
+        with flow.start(name="offline", tenant="acme-corp"):
+            for _ in range(3):
+                with step.start("s"):
+                    pass
+        t0 = time.perf_counter()
+        with flow.start(name="offline", tenant="acme-corp"):
+            pass
+        waited = time.perf_counter() - t0
+        assert 0.05 <= waited < 1.0, waited
+        assert dashfrog.stats()["dropped"] >= 2
+    finally:
+        dashfrog.setup()
+
+
+def test_events_queued_while_the_broker_is_down_are_sent_when_it_returns(broker: str, topic_prefix: str) -> None:
+    from dashfrog._broker import ensure_topics_sync, start_broker
+
+    port = free_port()
+    dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix=topic_prefix, linger_ms=5)
+    try:
+        with flow.start(name="late", tenant="acme-corp"), step.start("s"):
+            pass
+        assert dashfrog.stats()["queued"] == 4
+        late = start_broker(port)
+        try:
+            ensure_topics_sync(late.bootstrap, {topic_prefix + "dashfrog.events": 2})
+            assert dashfrog.flush(20)
+            events = consume_events(late.bootstrap, topic_prefix + "dashfrog.events", 4)
+            assert [e["kind"] for e in events] == ["flow_started", "step_started", "step_ended", "flow_ended"]
+        finally:
+            dashfrog.shutdown(1)
+            late.stop()
+    finally:
+        dashfrog.setup()
+
+
+def test_forked_child_gets_a_fresh_sender(sdk: dict) -> None:
+    with flow.start(name="parent", tenant="acme-corp"):
+        pass
+    assert dashfrog.flush(10)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: send a flow of its own, report whether it was acknowledged
+        try:
+            with flow.start(name="child", tenant="acme-corp"):
+                pass
+            ok = dashfrog.flush(10)
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    events = consume_events(sdk["bootstrap"], sdk["topic"], 4)
+    assert sorted(e["flow_name"] for e in events if e["kind"] == "flow_ended") == ["child", "parent"]
