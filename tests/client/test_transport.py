@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 import dashfrog
 from dashfrog import flow, step
 from dashfrog._broker import free_port
 from tests.conftest import consume_events
 
 
-def test_broker_down_costs_bounded_time_and_counts_drops() -> None:
+def test_broker_down_costs_bounded_time_and_counts_drops(caplog: pytest.LogCaptureFixture) -> None:
     dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_size=100, exit_flush_timeout_s=0.5)
     try:
         started = time.perf_counter()
@@ -30,6 +32,9 @@ def test_broker_down_costs_bounded_time_and_counts_drops() -> None:
         assert stats["sent"] == 0
         # Generous bounds that only a blocking call would break.
         assert slowest < 0.5 and elapsed < 5
+        # Over a thousand drops, one log line: the report is rate-limited.
+        reports = [r for r in caplog.records if "event queue full" in r.getMessage()]
+        assert len(reports) == 1 and "dropped" in reports[0].getMessage()
         t0 = time.perf_counter()
         assert dashfrog.flush(0.3) is False
         assert time.perf_counter() - t0 < 2
