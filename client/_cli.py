@@ -15,6 +15,7 @@ import click
 _LAZY_COMMANDS: dict[str, str] = {
     "events": "dashfrog._tail:events",
     "settings": "dashfrog._cli:settings_command",
+    "worker": "dashfrog.streams._worker:worker_command",
 }
 
 

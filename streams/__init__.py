@@ -1,1 +1,31 @@
-"""DashFrog."""
+"""The stream processor: consume the events topic, write batches durably, dead-letter the rest."""
+
+from dashfrog.streams._batch import (
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    Decoded,
+    decode_message,
+    dedup_token,
+    dlq_headers,
+)
+from dashfrog.streams._processor import MAX_EVENTS_PER_WRITE, Processor, ProcessorStats
+from dashfrog.streams._worker import StatusLine, ensure_event_topics, run_processor
+
+__all__ = [
+    "DLQ_OFFSET",
+    "DLQ_PARTITION",
+    "DLQ_REASON",
+    "DLQ_TOPIC",
+    "MAX_EVENTS_PER_WRITE",
+    "Decoded",
+    "Processor",
+    "ProcessorStats",
+    "StatusLine",
+    "decode_message",
+    "dedup_token",
+    "dlq_headers",
+    "ensure_event_topics",
+    "run_processor",
+]

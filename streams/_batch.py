@@ -1,0 +1,129 @@
+"""What the processor does with one Kafka message and one batch of them, without Faust.
+
+Kept free of Faust so decoding, dead-lettering and the dedup token can be
+tested (and benchmarked) on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dashfrog import schemas
+from dashfrog._exceptions import SchemaError
+
+# Headers a dead-lettered message carries besides the original ones.
+DLQ_REASON = "dashfrog-dlq-reason"
+DLQ_TOPIC = "dashfrog-dlq-topic"
+DLQ_PARTITION = "dashfrog-dlq-partition"
+DLQ_OFFSET = "dashfrog-dlq-offset"
+
+_MAX_REASON_CHARS = 2000
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One Kafka message after decoding: the events to write and what to dead-letter."""
+
+    topic: str
+    partition: int
+    offset: int
+    events: list[schemas.Event]
+    # Set when the message (or some of its events) could not be processed.
+    reason: str | None = None
+    dlq_value: bytes | None = None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # The Faust event to ack once this message's effects are durable.
+    handle: Any = None
+
+
+def decode_message(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+) -> Decoded:
+    """Decode and validate a message. Never raises: failures become a DLQ reason.
+
+    A message whose body does not decode goes to the DLQ as it was. When only
+    some events fail validation, the valid ones are written and the DLQ gets a
+    message holding exactly the invalid ones, so replaying the DLQ after a fix
+    neither loses nor repeats events.
+    """
+    header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    out = Decoded(topic, partition, offset, [], key=key, headers=header_list)
+    try:
+        events = schemas.decode(value or b"", dict(header_list))
+    except SchemaError as exc:
+        out.reason = f"undecodable: {exc}"
+        out.dlq_value = value or b""
+        return out
+    except Exception as exc:  # a codec bug must not stop the worker either
+        out.reason = f"undecodable: {exc!r}"
+        out.dlq_value = value or b""
+        return out
+    validate = schemas.validate
+    bad: list[schemas.Event] = []
+    reasons: list[str] = []
+    for index, event in enumerate(events):
+        try:
+            validate(event)
+        except SchemaError as exc:
+            bad.append(event)
+            reasons.append(f"event {index} ({event.get('event_id') or 'no id'}): {exc}")
+    if bad:
+        bad_ids = {id(e) for e in bad}
+        out.events = [e for e in events if id(e) not in bad_ids]
+        out.reason = f"invalid: {len(bad)} of {len(events)} events; " + "; ".join(reasons)
+        try:
+            out.dlq_value = schemas.encode(bad)
+        except Exception:
+            # Events that cannot be re-encoded are dead-lettered as the original message.
+            out.dlq_value = value or b""
+    else:
+        out.events = events
+    return out
+
+
+def dlq_headers(item: Decoded) -> list[tuple[str, bytes]]:
+    """The original headers plus the reason and where the message came from."""
+    reason = (item.reason or "")[:_MAX_REASON_CHARS]
+    ours = {DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET}
+    kept = [(k, v) for k, v in item.headers if k not in ours]
+    return [
+        *kept,
+        (DLQ_REASON, reason.encode()),
+        (DLQ_TOPIC, item.topic.encode()),
+        (DLQ_PARTITION, str(item.partition).encode()),
+        (DLQ_OFFSET, str(item.offset).encode()),
+    ]
+
+
+def offset_ranges(items: Iterable[Decoded]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) → (first, last) offset covered by ``items``."""
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for item in items:
+        tp = (item.topic, item.partition)
+        seen = ranges.get(tp)
+        if seen is None:
+            ranges[tp] = (item.offset, item.offset)
+        else:
+            ranges[tp] = (min(seen[0], item.offset), max(seen[1], item.offset))
+    return ranges
+
+
+def dedup_token(ranges: Mapping[tuple[str, int], tuple[int, int]]) -> str:
+    """A deterministic name for a write: the same offset ranges give the same token.
+
+    A retried write (after a timeout that may have succeeded, or a crash
+    before the offsets were committed) that covers the same ranges is then
+    dropped by the store's insert deduplication.
+    """
+    spec = ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:32]
+    return f"dashfrog-{digest}"

@@ -1,0 +1,301 @@
+"""The Faust processor: consume the events topic, write batches durably, then ack.
+
+Shape (one worker process):
+
+    Faust consumer ──► agent (decode + validate, no acks) ──► bounded queue
+        ──► writer task: dead-letter what failed, ``store.insert_events`` in a
+            store thread, retry until durable, then ack the batch's messages.
+
+Why not ``stream.take_events``: it acks its batch in a ``finally`` after the
+``yield``, so a body that raises (or is cancelled) still acks events that were
+never written, and Faust then commits past them. Here the agent iterates a
+``noack()`` stream and only the writer acks, strictly after the write that
+covers a message returned; acks are therefore always a contiguous prefix of
+each partition's delivered offsets, and Faust's commit (the highest
+contiguous acked offset) never passes an unwritten message. Decoding the next
+messages on the event loop overlaps with the previous write in the store
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dashfrog._settings import Settings
+from dashfrog.storage._store import Store
+from dashfrog.streams._batch import Decoded, decode_message, dedup_token, dlq_headers, offset_ranges
+
+log = logging.getLogger("dashfrog.streams")
+
+T = TypeVar("T")
+
+# A write covers at most this many events, however many messages that takes:
+# bigger inserts amortise chDB's per-insert cost, this bounds memory and latency.
+MAX_EVENTS_PER_WRITE = 50_000
+_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class ProcessorStats:
+    """Counters the status line and tests read."""
+
+    messages: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    writes: int = 0
+    write_failures: int = 0
+    last_write_at: float | None = None
+    last_error: str | None = None
+
+
+class Processor:
+    """Owns the Faust app, the agent, the writer task and the store thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        app_id: str | None = None,
+        datadir: str | Path | None = None,
+        loglevel: int | None = None,
+    ) -> None:
+        import faust
+
+        self.settings = settings
+        self.store = store
+        self.stats = ProcessorStats()
+        # Faust wants a data directory even with memory storage and no tables.
+        datadir = Path(datadir or Path(".dashfrog") / "faust")
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            app_id or settings.processor_group,
+            broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",")],
+            broker_credentials=_credentials(settings),
+            store="memory://",
+            web_enabled=False,
+            autodiscover=False,
+            datadir=str(datadir),
+            topic_partitions=settings.topic_partitions,
+            topic_disable_leader=True,  # no tables, so nothing needs a leader topic
+            broker_rebalance_timeout=settings.rebalance_timeout_s,
+            broker_session_timeout=max(10.0, settings.rebalance_timeout_s),
+            broker_heartbeat_interval=1.0,
+            # Commit soon after a write so a restart replays little.
+            broker_commit_interval=0.5,
+            consumer_auto_offset_reset="earliest",
+            key_serializer="raw",
+            value_serializer="raw",
+            stream_wait_empty=False,  # our writer holds acks; a rebalance must not wait on it
+            loghandlers=[],
+        )
+        self.topic = self.app.topic(
+            settings.topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
+        )
+        self.dlq_topic_name = settings.dlq
+        # Bounded: when the writer falls behind, the agent blocks and Faust's own
+        # buffers pause fetching.
+        self._queue: asyncio.Queue[Decoded] = asyncio.Queue(maxsize=2 * settings.processor_batch_size)
+        # One thread: chDB calls block, and a store is not assumed thread-safe.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="dashfrog-store")
+        self._inflight: asyncio.Future[Any] | None = None
+        self._stream: Any = None
+        # (topic, partition) → next offset not yet durably written.
+        self.done: dict[tuple[str, int], int] = {}
+        self.app.agent(self.topic, name="dashfrog.streams.decode")(self._agent)
+        self.app.task(self._writer)
+
+    # -- agent: decode, never ack ----------------------------------------------
+
+    async def _agent(self, stream: Any) -> None:
+        noack = stream.noack()
+        self._stream = noack
+        put = self._queue.put
+        async for event in noack.events():
+            message = event.message
+            item = decode_message(
+                message.topic, message.partition, message.offset, message.key, message.value,
+                message.headers,
+            )
+            item.handle = event
+            await put(item)
+
+    # -- writer: batch, write durably, ack ------------------------------------
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                batch = await self._next_batch()
+                await self._write(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A bug here must stop the worker (nothing unwritten gets acked), not
+            # leave a consumer running that never writes.
+            log.exception("processor writer failed")
+            await self.app.crash(exc)
+            raise
+
+    async def _next_batch(self) -> list[Decoded]:
+        queue = self._queue
+        first = await queue.get()
+        batch = [first]
+        n_events = len(first.events)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.processor_batch_wait_s
+        max_messages = self.settings.processor_batch_size
+        while len(batch) < max_messages and n_events < MAX_EVENTS_PER_WRITE:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            batch.append(item)
+            n_events += len(item.events)
+        return batch
+
+    async def _write(self, batch: list[Decoded]) -> None:
+        for item in batch:
+            if item.reason is not None:
+                await self._dead_letter(item)
+        events = [event for item in batch for event in item.events]
+        if events:
+            token = dedup_token(offset_ranges(batch))
+            await self._durably("insert", self.store.insert_events, events, token)
+        # Only now is every message of the batch durable (written or dead-lettered).
+        stream = self._stream
+        for item in batch:
+            await stream.ack(item.handle)
+            tp = (item.topic, item.partition)
+            if item.offset + 1 > self.done.get(tp, -1):
+                self.done[tp] = item.offset + 1
+        stats = self.stats
+        stats.messages += len(batch)
+        stats.events += len(events)
+        stats.writes += 1
+        stats.last_write_at = time.time()
+
+    async def _durably(self, what: str, fn: Any, *args: Any) -> None:
+        """Run a blocking store call in the store thread until it succeeds.
+
+        Never raises (except cancellation, when the worker stops): an error
+        leaving here would skip the ack, but leaving the batch behind and
+        moving on would let later acks commit past it.
+        """
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            future = loop.run_in_executor(self.executor, fn, *args)
+            self._inflight = future
+            try:
+                await asyncio.shield(future)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.write_failures += 1
+                self.stats.last_error = f"{what}: {exc!r}"
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                log.warning("store %s failed (attempt %d), retrying in %.1fs: %r", what, attempt + 1, delay, exc)
+                attempt += 1
+                await asyncio.sleep(delay)
+            finally:
+                self._inflight = None
+
+    async def _dead_letter(self, item: Decoded) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.app.producer.send_and_wait(
+                    self.dlq_topic_name, item.key, item.dlq_value, None, None, dlq_headers(item)
+                )
+                self.stats.dead_lettered += 1
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s", item.topic, item.partition, item.offset, item.reason
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                log.warning("DLQ send failed (attempt %d), retrying in %.1fs: %r", attempt + 1, delay, exc)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.start()
+
+    async def stop(self) -> None:
+        """Stop consuming; wait for a write still running in the store thread."""
+        with contextlib.suppress(Exception):
+            await self.app.stop()
+        inflight = self._inflight
+        if inflight is not None:
+            with contextlib.suppress(BaseException):
+                await inflight
+        self.executor.shutdown(wait=True)
+
+    @property
+    def crashed(self) -> bool:
+        return bool(getattr(self.app, "crashed", False))
+
+    async def run_in_store_thread(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking store call (e.g. a status query) beside the writes."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def lag(self) -> int | None:
+        """Messages on assigned partitions not yet written (None before assignment)."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:
+            return None
+        if not assigned:
+            return None
+        total = 0
+        for tp in assigned:
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                high = None
+            if high is None:
+                continue
+            done = self.done.get((tp.topic, tp.partition))
+            if done is None:
+                committed = getattr(consumer, "_committed_offset", {}).get(tp)
+                done = committed or 0
+            total += max(0, high - done)
+        return total
+
+
+def _credentials(settings: Settings) -> Any:
+    if not settings.sasl_mechanism and settings.security_protocol == "PLAINTEXT":
+        return None
+    options = settings.kafka_options()
+    ssl_context = options.get("ssl_context")
+    if settings.sasl_mechanism:
+        from faust.auth import SASLCredentials
+
+        return SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            ssl_context=ssl_context,
+            mechanism=settings.sasl_mechanism,
+        )
+    from faust.auth import SSLCredentials
+
+    return SSLCredentials(ssl_context)

@@ -1,0 +1,179 @@
+"""Run the processor in an asyncio loop we own, and the ``dashfrog worker`` command.
+
+Faust's own CLI and ``mode.Worker`` install signal handlers, logging and a
+spinner of their own; ``dashfrog up`` also runs the broker and the API in the
+same process, so we start and stop the Faust app ourselves instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from dashfrog._settings import Settings, get_settings
+from dashfrog.storage._store import Store
+from dashfrog.streams._processor import Processor
+
+log = logging.getLogger("dashfrog.streams")
+
+
+async def ensure_event_topics(settings: Settings) -> None:
+    """Create the events and DLQ topics unless they exist (idempotent)."""
+    from dashfrog._broker import ensure_topics
+
+    options = {k: v for k, v in settings.kafka_options().items() if k != "bootstrap_servers"}
+    await ensure_topics(
+        settings.bootstrap,
+        {settings.topic: settings.topic_partitions, settings.dlq: settings.topic_partitions},
+        **options,
+    )
+
+
+class StatusLine:
+    """Formats events/s since the last call, the lag and the number of flows."""
+
+    def __init__(self, processor: Processor, count_flows: Callable[[], Awaitable[int | None]] | None = None) -> None:
+        self.processor = processor
+        self.count_flows = count_flows
+        self._last_events = processor.stats.events
+        self._last_at = time.monotonic()
+
+    async def line(self) -> str:
+        now = time.monotonic()
+        stats = self.processor.stats
+        rate = (stats.events - self._last_events) / max(now - self._last_at, 1e-6)
+        self._last_events, self._last_at = stats.events, now
+        lag = self.processor.lag()
+        flows: int | None = None
+        if self.count_flows is not None:
+            with contextlib.suppress(Exception):
+                flows = await self.count_flows()
+        parts = [
+            f"{rate:,.0f} events/s",
+            f"lag {'?' if lag is None else f'{lag:,}'} msgs",
+            f"flows {'?' if flows is None else f'{flows:,}'}",
+            f"events {stats.events:,}",
+        ]
+        if stats.dead_lettered:
+            parts.append(f"dead-lettered {stats.dead_lettered:,}")
+        if stats.write_failures:
+            parts.append(f"write retries {stats.write_failures:,} (last: {stats.last_error})")
+        return "dashfrog: " + " · ".join(parts)
+
+
+def flow_counter(processor: Processor) -> Callable[[], Awaitable[int | None]]:
+    """Count flows through the storage read queries, in the store thread."""
+
+    async def count() -> int | None:
+        from dashfrog.storage import _queries
+
+        result = await processor.run_in_store_thread(_queries.count_flows, processor.store)
+        return int(result)
+
+    return count
+
+
+async def run_processor(
+    settings: Settings,
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    status_every: float | None = None,
+    echo: Callable[[str], Any] = click.echo,
+    started: Callable[[Processor], Any] | None = None,
+    **processor_options: Any,
+) -> int:
+    """Run until ``stop`` is set or the Faust app crashes; returns an exit code."""
+    await ensure_event_topics(settings)
+    processor = Processor(settings, store, **processor_options)
+    await processor.start()
+    if started is not None:
+        started(processor)
+    status = StatusLine(processor, flow_counter(processor)) if status_every else None
+    next_status = time.monotonic() + (status_every or 0)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+            if processor.crashed:
+                echo(f"dashfrog: processor crashed: {processor.app._crash_reason!r}")
+                return 1
+            if status is not None and time.monotonic() >= next_status:
+                echo(await status.line())
+                next_status = time.monotonic() + (status_every or 0)
+        return 0
+    finally:
+        await processor.stop()
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C and SIGTERM set ``stop``; a second Ctrl-C exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            sys.exit(130)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Faust and aiokafka are chatty at INFO about every rebalance step.
+    for noisy in ("faust", "mode", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@click.command("worker")
+@click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines (0: none).")
+@click.option("--loglevel", default="warning", show_default=True, help="Log level (debug, info, warning, error).")
+def worker_command(status_every: float, loglevel: str) -> None:
+    """Run the processor: consume the events topic and write to the store.
+
+    Several workers with the same DASHFROG_PROCESSOR_GROUP share the partitions.
+    """
+    from dashfrog.storage import open_store
+
+    configure_logging(loglevel)
+    settings = get_settings()
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        store = open_store(settings.clickhouse_url)
+        try:
+            store.migrate()
+            click.echo(
+                f"dashfrog worker: {settings.topic} on {settings.bootstrap} → {_redact(settings.clickhouse_url)} "
+                f"(group {settings.processor_group})"
+            )
+            return await run_processor(settings, store, stop, status_every=status_every or None)
+        finally:
+            store.close()
+
+    sys.exit(asyncio.run(main()))
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
