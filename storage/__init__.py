@@ -1,1 +1,44 @@
-"""DashFrog."""
+"""ClickHouse storage: DDL and migrations, the store interface, its chDB and
+clickhouse-connect adapters and the read queries they share."""
+
+from __future__ import annotations
+
+from dashfrog._exceptions import ConfigurationError
+from dashfrog.storage._base import SqlStore
+from dashfrog.storage._sqlcheck import read_only_statement
+from dashfrog.storage._store import Store
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    retention_days: int | None = None,
+    stalled_after_s: float | None = None,
+) -> SqlStore:
+    """Open the store at ``url`` (default: DASHFROG_CLICKHOUSE_URL).
+
+    ``chdb://PATH`` is the embedded engine (one owning process);
+    ``clickhouse://user:pass@host:8123/db`` (``clickhouses://`` for TLS) is a
+    server or cluster. The driver is imported only for the scheme used.
+    Call ``migrate()`` before the first write.
+    """
+    if url is None:
+        from dashfrog._settings import get_settings
+
+        url = get_settings().clickhouse_url
+    options = {"retention_days": retention_days, "stalled_after_s": stalled_after_s}
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "chdb":
+        from dashfrog.storage._chdb import ChdbStore
+
+        return ChdbStore(url, **options)  # type: ignore[arg-type]
+    if scheme in ("clickhouse", "clickhouses", "http", "https"):
+        from dashfrog.storage._clickhouse import ClickhouseStore
+
+        return ClickhouseStore(url, **options)  # type: ignore[arg-type]
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}: use chdb://PATH or clickhouse://user:pass@host:8123/db"
+    )
+
+
+__all__ = ["SqlStore", "Store", "open_store", "read_only_statement"]

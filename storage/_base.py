@@ -1,0 +1,188 @@
+"""What every adapter shares: migrations, inserts, rebuild, read-only SQL and the
+read queries. An adapter supplies three engine primitives (``_execute``,
+``_query``, ``_insert``) and ``close``.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
+from dashfrog._settings import get_settings
+from dashfrog.schemas import Event
+from dashfrog.storage import _queries
+from dashfrog.storage._arrow import events_to_arrow
+from dashfrog.storage._schema import (
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS,
+    TTL_COLUMNS,
+    flows_projection,
+    render,
+    steps_projection,
+)
+from dashfrog.storage._sqlcheck import read_only_statement
+
+_TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.DOTALL)
+
+
+class SqlStore(abc.ABC):
+    """Base of the chDB and clickhouse-connect stores."""
+
+    url: str
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_days: int | None = None,
+        stalled_after_s: float | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.url = url
+        self.retention_days = int(retention_days or settings.retention_days)
+        self.stalled_after_s = float(stalled_after_s or settings.stalled_after_s)
+
+    # -- engine primitives ------------------------------------------------------
+
+    @abc.abstractmethod
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing."""
+
+    @abc.abstractmethod
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a query, unrestricted; rows as dicts of plain Python values."""
+
+    @abc.abstractmethod
+    def _insert(self, table: pa.Table, token: str) -> None:
+        """Insert an ``events`` Arrow table with ``insert_deduplication_token=token``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Store protocol -----------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade tables; safe to run any number of times, even concurrently."""
+        self._execute(SCHEMA_MIGRATIONS)
+        applied = {int(r["version"]) for r in self._query("SELECT version FROM schema_migrations")}
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                self._execute(render(statement, self.retention_days))
+            self._execute(
+                "INSERT INTO schema_migrations (version, name) SELECT {v:UInt32}, {n:String}",
+                {"v": migration.version, "n": migration.name},
+            )
+        self._sync_ttl()
+
+    def _sync_ttl(self) -> None:
+        # Retention is a setting, so it can change after the tables exist.
+        for table, column in TTL_COLUMNS.items():
+            rows = self._query(
+                "SELECT engine_full FROM system.tables"
+                " WHERE database = currentDatabase() AND name = {t:String}",
+                {"t": table},
+            )
+            found = _TTL_DAYS.search(rows[0]["engine_full"]) if rows else None
+            if found and int(found.group(1)) != self.retention_days:
+                self._execute(
+                    f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {self.retention_days} DAY"
+                )
+
+    def schema_version(self) -> int:
+        rows = self._query("SELECT max(version) AS v FROM schema_migrations")
+        return int(rows[0]["v"]) if rows else 0
+
+    def insert_events(self, events: Sequence[Event], token: str) -> None:
+        """Write ``events`` and project them; the same ``token`` again changes nothing.
+
+        Raises StorageError when the events do not fit the contract or the
+        engine fails.
+        """
+        if not events:
+            return
+        self._insert(events_to_arrow(events), token)
+
+    def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) with bound
+        ``{name:Type}`` parameters. Anything else raises QueryError."""
+        return self._query(read_only_statement(sql), params)
+
+    def rebuild(self) -> None:
+        """Re-project flows and steps from the raw events.
+
+        Safe while inserts continue: the views keep projecting new events and
+        re-inserting state that is already there changes nothing.
+        """
+        for table, projection in (("flows", flows_projection), ("steps", steps_projection)):
+            self._execute(f"TRUNCATE TABLE IF EXISTS {table}")
+            self._execute(f"INSERT INTO {table} " + projection("events FINAL"))
+
+    # -- reads ------------------------------------------------------------------------
+
+    def flows(
+        self,
+        tenant: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> FlowList:
+        """Flows matching every given filter, newest first; see FlowFilter."""
+        flt = FlowFilter.parse(
+            tenant=tenant,
+            status=status,
+            name=name,
+            labels=labels,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+            now=now,
+        )
+        return self.find_flows(flt, now=now)
+
+    def find_flows(self, flt: FlowFilter, *, now: datetime | None = None) -> FlowList:
+        return _queries.list_flows(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)
+
+    def flow(
+        self, flow_id: str, tenant: str | None = None, *, now: datetime | None = None
+    ) -> FlowDetail | None:
+        """One flow with steps, errors and events; ``tenant`` restricts the lookup."""
+        return _queries.get_flow(
+            self._query, flow_id, tenant=tenant, stalled_after_s=self.stalled_after_s, now=now
+        )
+
+    def stats(
+        self,
+        tenant: str | None = None,
+        name: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        now: datetime | None = None,
+    ) -> FlowStats:
+        """Runs, success rate, duration percentiles and failures per step."""
+        flt = StatsFilter.parse(tenant=tenant, name=name, since=since, until=until, now=now)
+        return self.find_stats(flt, now=now)
+
+    def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
+        return _queries.flow_stats(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)

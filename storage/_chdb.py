@@ -1,0 +1,139 @@
+"""The embedded store: the ClickHouse engine in-process through chDB.
+
+chDB holds one database path per process, so a ChdbStore is owned by one
+process (``dashfrog up`` runs the processor and the API in it). The processor
+calls from an executor thread while the API reads from the event loop: one
+lock serialises every call into the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import chdb
+import pyarrow as pa
+
+from dashfrog._exceptions import QueryError, StorageError
+from dashfrog.storage._base import SqlStore
+from dashfrog.storage._schema import EVENT_COLUMNS
+
+SCHEME = "chdb://"
+
+_INSERT = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 - fixed column list
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM Python(dashfrog_batch)"
+)
+
+# Messages that mean the caller's query is wrong rather than the store broken.
+_USER_ERRORS = (
+    "SYNTAX_ERROR",
+    "UNKNOWN_TABLE",
+    "UNKNOWN_IDENTIFIER",
+    "UNKNOWN_FUNCTION",
+    "READONLY",
+    "BAD_QUERY_PARAMETER",
+    "UNKNOWN_QUERY_PARAMETER",
+    "ILLEGAL_TYPE_OF_ARGUMENT",
+    "TYPE_MISMATCH",
+    "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
+    "UNKNOWN_DATABASE",
+    "ACCESS_DENIED",
+)
+
+
+def chdb_path(url: str) -> str:
+    """``chdb://.dashfrog/chdb`` → ``.dashfrog/chdb``; ``chdb:///abs`` → ``/abs``."""
+    if not url.startswith(SCHEME):
+        raise StorageError(f"not a chdb URL: {url!r}")
+    path = url[len(SCHEME) :]
+    if not path:
+        raise StorageError("chdb URL has no path; e.g. chdb://.dashfrog/chdb")
+    return path
+
+
+def _escape(value: Any) -> str:
+    # chDB hands parameter values to the engine as text in the escaped (TSV)
+    # format, where a raw tab or newline ends the value and a backslash starts
+    # an escape; escaping them keeps any string intact.
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text or "\0" in text:
+        text = (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\0", "\\0")
+        )
+    return text
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class ChdbStore(SqlStore):
+    """Store on an embedded chDB database directory."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_days: int | None = None,
+        stalled_after_s: float | None = None,
+    ) -> None:
+        super().__init__(url, retention_days=retention_days, stalled_after_s=stalled_after_s)
+        self.path = chdb_path(url)
+        if self.path != ":memory:":
+            os.makedirs(self.path, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn: Any = chdb.connect(self.path)
+        except Exception as exc:
+            raise StorageError(
+                f"cannot open chDB at {self.path!r}: {exc}. A chDB database is owned by one "
+                "process; read it through that process's API (dashfrog.query does)"
+            ) from exc
+
+    def _run(
+        self, sql: str, fmt: str, params: Mapping[str, Any] | None, batch: pa.Table | None = None
+    ) -> Any:
+        # Python(dashfrog_batch) in an insert resolves the name among the
+        # variables of the frame that calls query(): this one.
+        dashfrog_batch = batch  # noqa: F841
+        bound = {k: _escape(v) for k, v in params.items()} if params else None
+        with self._lock:
+            if self._conn is None:
+                raise StorageError("store is closed")
+            try:
+                return self._conn.query(sql, fmt, params=bound)
+            except Exception as exc:
+                text = str(exc)
+                if any(code in text for code in _USER_ERRORS):
+                    raise QueryError(text) from exc
+                raise StorageError(text) from exc
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", params)
+
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        result = self._run(sql, "JSONEachRow", params)
+        data = result.bytes() if result is not None else b""
+        return [json.loads(line) for line in data.splitlines() if line]
+
+    def _insert(self, table: pa.Table, token: str) -> None:
+        sql = f"{_INSERT} SETTINGS insert_deduplication_token = {_quote(token)}"
+        self._run(sql, "CSV", None, batch=table)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None

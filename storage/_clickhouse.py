@@ -1,0 +1,131 @@
+"""The server store: a ClickHouse server or cluster through clickhouse-connect.
+
+Shares the DDL and queries with the chDB store; parameters use the server's
+own ``{name:Type}`` binding, and inserts go as Arrow with a deduplication
+token so a batch written again after a crash is dropped by the server.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import clickhouse_connect
+import pyarrow as pa
+
+from dashfrog._exceptions import ConfigurationError, QueryError, StorageError
+from dashfrog.storage._base import SqlStore
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Server error codes that mean the caller's query is wrong, not the store.
+_USER_ERRORS = (
+    "SYNTAX_ERROR",
+    "UNKNOWN_TABLE",
+    "UNKNOWN_IDENTIFIER",
+    "UNKNOWN_FUNCTION",
+    "READONLY",
+    "BAD_QUERY_PARAMETER",
+    "UNKNOWN_QUERY_PARAMETER",
+    "ILLEGAL_TYPE_OF_ARGUMENT",
+    "TYPE_MISMATCH",
+    "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
+    "UNKNOWN_DATABASE",
+    "ACCESS_DENIED",
+)
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """``clickhouse://user:pass@host:8123/db?setting=value`` → get_client() options.
+
+    ``clickhouses://`` (or ``https://``) connects with TLS (default port 8443).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("clickhouse", "clickhouses", "http", "https"):
+        raise ConfigurationError(f"not a ClickHouse URL: {url!r}")
+    secure = scheme in ("clickhouses", "https")
+    database = unquote(parts.path.lstrip("/")) or "default"
+    if not _IDENTIFIER.match(database):
+        raise ConfigurationError(f"database name {database!r} must be a plain identifier")
+    if not parts.hostname:
+        raise ConfigurationError(f"ClickHouse URL has no host: {url!r}")
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8443 if secure else 8123),
+        "username": unquote(parts.username or "default"),
+        "password": unquote(parts.password or ""),
+        "database": database,
+        "secure": secure,
+        "settings": dict(parse_qsl(parts.query)),
+    }
+
+
+class ClickhouseStore(SqlStore):
+    """Store on a ClickHouse server (HTTP interface)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_days: int | None = None,
+        stalled_after_s: float | None = None,
+    ) -> None:
+        super().__init__(url, retention_days=retention_days, stalled_after_s=stalled_after_s)
+        options = client_options(url)
+        self.database: str = options["database"]
+        # Workers create their database on first start, like the tables.
+        try:
+            admin = clickhouse_connect.get_client(**{**options, "database": "default"})
+            try:
+                admin.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            finally:
+                admin.close()
+            self._client: Any = clickhouse_connect.get_client(**options)
+        except Exception as exc:
+            raise StorageError(f"cannot connect to ClickHouse at {self._safe_url()}: {exc}") from exc
+        # clickhouse-connect clients are not safe for concurrent queries.
+        self._lock = threading.RLock()
+
+    def _safe_url(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}:{parts.port or ''}{parts.path}"
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._client is None:
+                raise StorageError("store is closed")
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                text = str(exc)
+                if any(code in text for code in _USER_ERRORS):
+                    raise QueryError(text) from exc
+                raise StorageError(text) from exc
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._call(self._client.command, sql, parameters=dict(params) if params else None)
+
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        result = self._call(self._client.query, sql, parameters=dict(params) if params else None)
+        return list(result.named_results())
+
+    def _insert(self, table: pa.Table, token: str) -> None:
+        self._call(
+            self._client.insert_arrow,
+            "events",
+            table,
+            settings={"insert_deduplication_token": token},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                finally:
+                    self._client = None

@@ -1,0 +1,422 @@
+"""Read queries shared by every adapter.
+
+Each function takes ``run(sql, params) -> rows`` (an adapter's raw query
+method) and returns the models of :mod:`dashfrog._models`. Every value, label
+names included, travels as a ``{name:Type}`` query parameter; the SQL text is
+assembled only from the fixed fragments in this module and generated parameter
+names.
+
+Flow and step state is read with ``GROUP BY`` over the aggregate columns
+rather than ``FINAL``: it is exact whatever background merges have done, and
+filters on derived values (status, labels) apply to merged state only. Time
+values cross the boundary as Int64 microseconds so both drivers return plain
+integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dashfrog._models import (
+    ErrorInfo,
+    FlowDetail,
+    FlowEventRecord,
+    FlowFilter,
+    FlowList,
+    FlowStats,
+    FlowSummary,
+    StatsFilter,
+    StepFailureCount,
+    StepRecord,
+)
+from dashfrog.storage._schema import NO_ERROR_TS
+
+Rows = list[dict[str, Any]]
+Runner = Callable[[str, Mapping[str, Any]], Rows]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Merged state per flow; {where} only ever tests key columns (tenant, flow_id)
+# so that every partial row of a selected flow takes part in the aggregation.
+_FLOW_STATE = """
+SELECT
+    tenant,
+    flow_id,
+    max(flow_name) AS name_,
+    min(started_at) AS started_at_,
+    min(first_seen) AS first_seen_,
+    max(ended_at) AS ended_at_,
+    max(last_activity) AS last_activity_,
+    max(end_failed) AS end_failed_,
+    max(end_success) AS end_success_,
+    length(groupUniqArrayArray(steps_started)) AS steps_started_,
+    length(groupUniqArrayArray(steps_ended)) AS steps_ended_,
+    length(groupUniqArrayArray(steps_failed)) AS steps_failed_,
+    max(current_step) AS current_step_,
+    min(first_error) AS first_error_,
+    maxMap(labels) AS labels_,
+    arraySort(groupUniqArrayArray(services)) AS services_,
+    max(trace_id) AS trace_id_
+FROM flows
+WHERE {where}
+GROUP BY tenant, flow_id
+"""
+
+# A flow fails when it ends failed or when any of its steps failed, even if
+# the flow caught the exception and exited normally (flows-seed "Error Handling").
+_FLOW_ROWS = (
+    """
+SELECT
+    tenant,
+    flow_id,
+    name_ AS name,
+    multiIf(end_failed_ = 1 OR steps_failed_ > 0, 'failed',
+            end_success_ = 1, 'success',
+            'running') AS status,
+    status = 'running' AND toUnixTimestamp64Micro(last_activity_) < {stalled_before:Int64} AS stalled,
+    toUnixTimestamp64Micro(coalesce(started_at_, first_seen_)) AS started_us,
+    toUnixTimestamp64Micro(ended_at_) AS ended_us,
+    if(ended_at_ IS NULL, NULL, ended_us - started_us) AS duration_us,
+    toUnixTimestamp64Micro(last_activity_) AS last_activity_us,
+    if(current_step_.1 = 0, NULL, current_step_.2) AS current_step,
+    if(current_step_.1 = 0, NULL, current_step_.3) AS current_step_id,
+    steps_started_ AS steps_started,
+    steps_ended_ AS steps_ended,
+    steps_failed_ AS steps_failed,
+    first_error_.1 != """
+    + str(NO_ERROR_TS)
+    + """ AS has_error,
+    toInt64(if(has_error, first_error_.1, 0)) AS error_us,
+    first_error_.2 AS error_step_id,
+    first_error_.3 AS error_step_name,
+    first_error_.4 AS error_type,
+    first_error_.5 AS error_message,
+    first_error_.6 AS error_stack,
+    labels_ AS labels,
+    services_ AS services,
+    trace_id_ AS trace_id
+FROM ({state})
+WHERE {having}
+"""
+)
+
+_STEP_ROWS = """
+SELECT
+    step_id,
+    name_ AS name,
+    parent_ AS parent_step_id,
+    multiIf(end_failed_ = 1, 'failed', end_success_ = 1, 'success', 'running') AS status,
+    toUnixTimestamp64Micro(coalesce(started_at_, first_seen_)) AS started_us,
+    toUnixTimestamp64Micro(ended_at_) AS ended_us,
+    if(ended_at_ IS NULL, NULL, ended_us - started_us) AS duration_us,
+    toUnixTimestamp64Micro(last_activity_) AS last_activity_us,
+    error_.1 != {no_error:UInt64} AS has_error,
+    toInt64(if(has_error, error_.1, 0)) AS error_us,
+    error_.2 AS error_type,
+    error_.3 AS error_message,
+    error_.4 AS error_stack,
+    attributes_ AS attributes,
+    services_ AS services,
+    hosts_ AS hosts
+FROM (
+    SELECT
+        step_id,
+        max(step_name) AS name_,
+        max(parent_step_id) AS parent_,
+        min(started_at) AS started_at_,
+        min(first_seen) AS first_seen_,
+        max(ended_at) AS ended_at_,
+        max(last_activity) AS last_activity_,
+        max(end_failed) AS end_failed_,
+        max(end_success) AS end_success_,
+        min(error) AS error_,
+        maxMap(attributes) AS attributes_,
+        arraySort(groupUniqArrayArray(services)) AS services_,
+        arraySort(groupUniqArrayArray(hosts)) AS hosts_
+    FROM steps
+    WHERE tenant = {tenant:String} AND flow_id = {flow_id:String}
+    GROUP BY step_id
+)
+ORDER BY started_us, step_id
+"""
+
+_FLOW_EVENTS = """
+SELECT
+    event_id,
+    kind,
+    step_id,
+    step_name,
+    has_error,
+    error_type,
+    error_message,
+    error_stack,
+    attributes,
+    toUnixTimestamp64Micro(timestamp) AS ts_us,
+    toString(service) AS service
+FROM events FINAL
+WHERE tenant = {tenant:String} AND flow_id = {flow_id:String}
+  AND (kind = 'flow_event' OR has_error = 1)
+ORDER BY timestamp, event_id
+"""
+
+_STEP_FAILURES = """
+SELECT step_name, toInt64(count()) AS failures
+FROM (
+    SELECT max(step_name) AS step_name, max(end_failed) AS failed_
+    FROM steps
+    WHERE (tenant, flow_id) IN (SELECT tenant, flow_id FROM ({flows}))
+    GROUP BY tenant, flow_id, step_id
+)
+WHERE failed_ = 1
+GROUP BY step_name
+ORDER BY failures DESC, step_name
+LIMIT 100
+"""
+
+_STATS = """
+SELECT
+    toInt64(count()) AS runs,
+    toInt64(countIf(status = 'running')) AS running,
+    toInt64(countIf(stalled)) AS stalled,
+    toInt64(countIf(status = 'success')) AS succeeded,
+    toInt64(countIf(status = 'failed')) AS failed,
+    toInt64(count(duration_us)) AS timed,
+    quantilesExact(0.5, 0.95, 0.99)(duration_us) AS q
+FROM ({flows})
+"""
+
+
+def _micros(dt: datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _time(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
+
+
+def _ms(us: int | float | None) -> float | None:
+    return None if us is None else float(us) / 1000.0
+
+
+class _Sql:
+    """Accumulates WHERE conditions and their parameters under generated names."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.where: list[str] = []
+        self.having: list[str] = []
+
+    def bind(self, value: Any, type_: str) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"{{{name}:{type_}}}"
+
+
+def _flow_rows_sql(
+    flt: FlowFilter | StatsFilter,
+    params: dict[str, Any],
+    stalled_before_us: int,
+    *,
+    flow_id: str | None = None,
+) -> str:
+    """The filtered flow rows, unordered and unlimited; fills ``params``."""
+    q = _Sql(params)
+    params["stalled_before"] = stalled_before_us
+    tenant_cond = None
+    if flt.tenant is not None:
+        tenant_cond = f"tenant = {q.bind(flt.tenant, 'String')}"
+        q.where.append(tenant_cond)
+    if flow_id is not None:
+        q.where.append(f"flow_id = {q.bind(flow_id, 'String')}")
+    if flt.name is not None:
+        q.having.append(f"name = {q.bind(flt.name, 'String')}")
+    if flt.since is not None:
+        q.having.append(f"started_us >= {q.bind(_micros(flt.since), 'Int64')}")
+    if flt.until is not None:
+        q.having.append(f"started_us < {q.bind(_micros(flt.until), 'Int64')}")
+    if isinstance(flt, FlowFilter):
+        if flt.cursor is not None:
+            q.where.append(f"flow_id < {q.bind(flt.cursor, 'String')}")
+        if flt.status == "stalled":
+            q.having.append("stalled")
+        elif flt.status is not None:
+            q.having.append(f"status = {q.bind(flt.status, 'String')}")
+        if flt.labels:
+            matches = [tenant_cond] if tenant_cond else []
+            for key, value in flt.labels.items():
+                k, v = q.bind(key, "String"), q.bind(value, "String")
+                matches.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
+                q.having.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
+            # Narrow with the label skip indexes over partial rows first (a
+            # flow's labels sit on the rows its flow_started produced); the
+            # HAVING above re-checks the merged labels.
+            pre = " AND ".join(matches)
+            q.where.append(
+                f"(tenant, flow_id) IN (SELECT tenant, flow_id FROM flows WHERE {pre})"  # noqa: S608
+            )
+    state = _FLOW_STATE.replace("{where}", " AND ".join(q.where) or "1")
+    return _FLOW_ROWS.replace("{state}", state).replace("{having}", " AND ".join(q.having) or "1")
+
+
+def _stalled_before(stalled_after_s: float, now: datetime | None) -> int:
+    return _micros((now or datetime.now(UTC)) - timedelta(seconds=stalled_after_s))
+
+
+def _error(row: Mapping[str, Any], step_id: str | None, step_name: str | None) -> ErrorInfo:
+    return ErrorInfo(
+        type=row["error_type"],
+        message=row["error_message"],
+        stack=row["error_stack"],
+        step_id=step_id or None,
+        step_name=step_name or None,
+        at=_time(row["error_us"]),
+    )
+
+
+def _summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "flow_id": row["flow_id"],
+        "tenant": row["tenant"],
+        "name": row["name"],
+        "status": row["status"],
+        "stalled": bool(row["stalled"]),
+        "started_at": _time(row["started_us"]),
+        "ended_at": _time(row["ended_us"]),
+        "duration_ms": _ms(row["duration_us"]),
+        "last_activity": _time(row["last_activity_us"]),
+        "current_step": row["current_step"],
+        "current_step_id": row["current_step_id"],
+        "steps_started": row["steps_started"],
+        "steps_ended": row["steps_ended"],
+        "steps_failed": row["steps_failed"],
+        "error": _error(row, row["error_step_id"], row["error_step_name"])
+        if row["has_error"]
+        else None,
+        "labels": dict(row["labels"] or {}),
+        "services": list(row["services"] or []),
+        "trace_id": row["trace_id"] or None,
+    }
+
+
+def list_flows(
+    run: Runner, flt: FlowFilter, *, stalled_after_s: float, now: datetime | None = None
+) -> FlowList:
+    """Flows matching ``flt``, newest first (flow ids sort by creation time)."""
+    params: dict[str, Any] = {}
+    sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now))
+    params["limit"] = flt.limit
+    rows = run(sql + "ORDER BY flow_id DESC\nLIMIT {limit:UInt32}", params)
+    flows = [FlowSummary(**_summary_fields(row)) for row in rows]
+    cursor = flows[-1].flow_id if len(flows) == flt.limit else None
+    return FlowList(flows=flows, next_cursor=cursor)
+
+
+def get_flow(
+    run: Runner,
+    flow_id: str,
+    *,
+    tenant: str | None = None,
+    stalled_after_s: float,
+    now: datetime | None = None,
+) -> FlowDetail | None:
+    """One flow with its step tree, errors and custom events; None if unknown."""
+    flt = FlowFilter.parse(tenant=tenant, limit=2)
+    params: dict[str, Any] = {}
+    sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now), flow_id=flow_id)
+    rows = run(sql + "ORDER BY tenant LIMIT 2", params)
+    if not rows:
+        return None
+    row = rows[0]
+    key = {"tenant": row["tenant"], "flow_id": row["flow_id"]}
+    step_rows = run(_STEP_ROWS, {**key, "no_error": NO_ERROR_TS})
+    event_rows = run(_FLOW_EVENTS, key)
+    names = {s["step_id"]: s["name"] for s in step_rows}
+    errors: list[ErrorInfo] = []
+    events: list[FlowEventRecord] = []
+    for ev in event_rows:
+        if ev["kind"] == "flow_event":
+            events.append(
+                FlowEventRecord(
+                    event_id=ev["event_id"],
+                    name=ev["step_name"],
+                    timestamp=_time(ev["ts_us"]),
+                    step_id=ev["step_id"] or None,
+                    attributes=dict(ev["attributes"] or {}),
+                    service=ev["service"],
+                )
+            )
+        if ev["has_error"]:
+            step_id = ev["step_id"] if ev["kind"].startswith("step_") else None
+            errors.append(
+                _error({**ev, "error_us": ev["ts_us"]}, step_id, names.get(step_id or "", None))
+            )
+    return FlowDetail(
+        **_summary_fields(row), steps=_step_tree(step_rows), errors=errors, events=events
+    )
+
+
+def _step_tree(rows: Rows) -> list[StepRecord]:
+    # Build bottom-up so each frozen record is created once with its children;
+    # a step whose parent is unknown (not arrived yet, or outside the flow)
+    # is shown at the top level rather than hidden.
+    by_id = {row["step_id"]: row for row in rows}
+    children: dict[str, list[str]] = {}
+    roots: list[str] = []
+    for row in rows:
+        parent = row["parent_step_id"]
+        if parent and parent in by_id and parent != row["step_id"]:
+            children.setdefault(parent, []).append(row["step_id"])
+        else:
+            roots.append(row["step_id"])
+
+    def build(step_id: str, seen: frozenset[str]) -> StepRecord:
+        row = by_id[step_id]
+        seen = seen | {step_id}
+        return StepRecord(
+            step_id=step_id,
+            name=row["name"],
+            parent_step_id=row["parent_step_id"] or None,
+            status=row["status"],
+            started_at=_time(row["started_us"]),
+            ended_at=_time(row["ended_us"]),
+            duration_ms=_ms(row["duration_us"]),
+            last_activity=_time(row["last_activity_us"]),
+            error=_error(row, step_id, row["name"]) if row["has_error"] else None,
+            attributes=dict(row["attributes"] or {}),
+            services=list(row["services"] or []),
+            hosts=list(row["hosts"] or []),
+            children=[build(c, seen) for c in children.get(step_id, []) if c not in seen],
+        )
+
+    return [build(step_id, frozenset()) for step_id in roots]
+
+
+def flow_stats(
+    run: Runner, flt: StatsFilter, *, stalled_after_s: float, now: datetime | None = None
+) -> FlowStats:
+    """Runs, success rate, duration percentiles and failures per step."""
+    params: dict[str, Any] = {}
+    flows_sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now))
+    (row,) = run(_STATS.replace("{flows}", flows_sql), params)
+    failures = run(_STEP_FAILURES.replace("{flows}", flows_sql), params)
+    finished = row["succeeded"] + row["failed"]
+    quantiles = [_ms(v) for v in row["q"]] if row["timed"] else [None, None, None]
+    return FlowStats(
+        tenant=flt.tenant,
+        name=flt.name,
+        since=flt.since,
+        until=flt.until,
+        runs=row["runs"],
+        running=row["running"],
+        stalled=row["stalled"],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        success_rate=row["succeeded"] / finished if finished else None,
+        duration_p50_ms=quantiles[0],
+        duration_p95_ms=quantiles[1],
+        duration_p99_ms=quantiles[2],
+        failures_by_step=[StepFailureCount(**f) for f in failures],
+    )

@@ -1,0 +1,251 @@
+"""DDL, migrations and the flow/step projection, shared by every adapter.
+
+Projection design: ``flows`` and ``steps`` are AggregatingMergeTree tables whose
+columns are ``SimpleAggregateFunction``s with commutative, idempotent merge
+functions (min, max, max over tuples, maxMap, groupUniqArrayArray). Materialized
+views fill them from ``events``, so the projected state is the same whatever
+order events arrive in and however often they repeat: re-applying an event is a
+no-op under every one of those functions. Reads aggregate with the same
+functions (``GROUP BY tenant, flow_id``) instead of relying on background merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Neutral elements for tuple min/max: a row that is not about an error or a
+# step start must never win those aggregates. UInt64 max is later than any
+# real timestamp in microseconds; 0 is earlier than any.
+NO_ERROR_TS = 18446744073709551615
+
+TS = "DateTime64(6, 'UTC')"
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "kind",
+    "flow_id",
+    "tenant",
+    "flow_name",
+    "step_id",
+    "parent_step_id",
+    "step_name",
+    "status",
+    "has_error",
+    "error_type",
+    "error_message",
+    "error_stack",
+    "labels",
+    "attributes",
+    "timestamp",
+    "service",
+    "host",
+    "trace_id",
+    "span_id",
+    "sdk_version",
+)
+
+_EVENTS = f"""
+CREATE TABLE IF NOT EXISTS events (
+    event_id String,
+    kind LowCardinality(String),
+    flow_id String,
+    tenant String,
+    flow_name LowCardinality(String),
+    step_id String,
+    parent_step_id String,
+    step_name String,
+    status LowCardinality(String),
+    has_error UInt8,
+    error_type String,
+    error_message String,
+    error_stack String CODEC(ZSTD(3)),
+    labels Map(String, String),
+    attributes Map(String, String),
+    timestamp {TS},
+    service LowCardinality(String),
+    host LowCardinality(String),
+    trace_id String,
+    span_id String,
+    sdk_version LowCardinality(String),
+    inserted_at DateTime DEFAULT now(),
+    INDEX idx_flow_id flow_id TYPE bloom_filter GRANULARITY 4,
+    INDEX idx_kind kind TYPE set(8) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (tenant, flow_id, event_id)
+TTL toDateTime(timestamp) + INTERVAL __RETENTION_DAYS__ DAY
+SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+# Every event of a flow carries its tenant, flow id and name; the partial row
+# each insert block contributes is merged with the others by the column
+# functions, never overwritten.
+_FLOWS = f"""
+CREATE TABLE IF NOT EXISTS flows (
+    tenant String,
+    flow_id String,
+    flow_name SimpleAggregateFunction(max, String),
+    started_at SimpleAggregateFunction(min, Nullable({TS})),
+    first_seen SimpleAggregateFunction(min, {TS}),
+    ended_at SimpleAggregateFunction(max, Nullable({TS})),
+    last_activity SimpleAggregateFunction(max, {TS}),
+    end_failed SimpleAggregateFunction(max, UInt8),
+    end_success SimpleAggregateFunction(max, UInt8),
+    steps_started SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    steps_ended SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    steps_failed SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    current_step SimpleAggregateFunction(max, Tuple(UInt64, String, String)),
+    first_error SimpleAggregateFunction(min, Tuple(UInt64, String, String, String, String, String)),
+    labels SimpleAggregateFunction(maxMap, Map(String, String)),
+    services SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    trace_id SimpleAggregateFunction(max, String),
+    INDEX idx_flow_id flow_id TYPE bloom_filter GRANULARITY 4,
+    INDEX idx_label_keys mapKeys(labels) TYPE bloom_filter GRANULARITY 4,
+    INDEX idx_label_values mapValues(labels) TYPE bloom_filter GRANULARITY 4
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (tenant, flow_id)
+TTL toDateTime(last_activity) + INTERVAL __RETENTION_DAYS__ DAY
+"""
+
+_FLOWS_SELECT = """
+SELECT
+    tenant,
+    flow_id,
+    max(flow_name) AS flow_name,
+    min(if(kind = 'flow_started', CAST(timestamp, 'Nullable(DateTime64(6, \\'UTC\\'))'), NULL)) AS started_at,
+    min(timestamp) AS first_seen,
+    max(if(kind = 'flow_ended', CAST(timestamp, 'Nullable(DateTime64(6, \\'UTC\\'))'), NULL)) AS ended_at,
+    max(timestamp) AS last_activity,
+    max(toUInt8(kind = 'flow_ended' AND status = 'failed')) AS end_failed,
+    max(toUInt8(kind = 'flow_ended' AND status = 'success')) AS end_success,
+    groupUniqArrayArray(if(kind = 'step_started', [step_id], [])) AS steps_started,
+    groupUniqArrayArray(if(kind = 'step_ended', [step_id], [])) AS steps_ended,
+    groupUniqArrayArray(if(kind = 'step_ended' AND status = 'failed', [step_id], [])) AS steps_failed,
+    max(if(kind = 'step_started',
+           tuple(toUInt64(toUnixTimestamp64Micro(timestamp)), step_name, step_id),
+           tuple(toUInt64(0), '', ''))) AS current_step,
+    min(if(has_error = 1,
+           tuple(toUInt64(toUnixTimestamp64Micro(timestamp)), step_id, step_name,
+                 error_type, error_message, error_stack),
+           tuple(toUInt64(18446744073709551615), '', '', '', '', ''))) AS first_error,
+    maxMap(labels) AS labels,
+    groupUniqArrayArray(if(service = '', [], [toString(service)])) AS services,
+    max(if(kind = 'flow_started', trace_id, '')) AS trace_id
+FROM {source}
+GROUP BY tenant, flow_id
+"""
+
+_STEPS = f"""
+CREATE TABLE IF NOT EXISTS steps (
+    tenant String,
+    flow_id String,
+    step_id String,
+    flow_name SimpleAggregateFunction(max, String),
+    step_name SimpleAggregateFunction(max, String),
+    parent_step_id SimpleAggregateFunction(max, String),
+    started_at SimpleAggregateFunction(min, Nullable({TS})),
+    first_seen SimpleAggregateFunction(min, {TS}),
+    ended_at SimpleAggregateFunction(max, Nullable({TS})),
+    last_activity SimpleAggregateFunction(max, {TS}),
+    end_failed SimpleAggregateFunction(max, UInt8),
+    end_success SimpleAggregateFunction(max, UInt8),
+    error SimpleAggregateFunction(min, Tuple(UInt64, String, String, String)),
+    attributes SimpleAggregateFunction(maxMap, Map(String, String)),
+    services SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    hosts SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    INDEX idx_flow_id flow_id TYPE bloom_filter GRANULARITY 4,
+    INDEX idx_step_name step_name TYPE bloom_filter GRANULARITY 4
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (tenant, flow_id, step_id)
+TTL toDateTime(last_activity) + INTERVAL __RETENTION_DAYS__ DAY
+"""
+
+_STEPS_SELECT = """
+SELECT
+    tenant,
+    flow_id,
+    step_id,
+    max(flow_name) AS flow_name,
+    max(step_name) AS step_name,
+    max(parent_step_id) AS parent_step_id,
+    min(if(kind = 'step_started', CAST(timestamp, 'Nullable(DateTime64(6, \\'UTC\\'))'), NULL)) AS started_at,
+    min(timestamp) AS first_seen,
+    max(if(kind = 'step_ended', CAST(timestamp, 'Nullable(DateTime64(6, \\'UTC\\'))'), NULL)) AS ended_at,
+    max(timestamp) AS last_activity,
+    max(toUInt8(kind = 'step_ended' AND status = 'failed')) AS end_failed,
+    max(toUInt8(kind = 'step_ended' AND status = 'success')) AS end_success,
+    min(if(has_error = 1,
+           tuple(toUInt64(toUnixTimestamp64Micro(timestamp)), error_type, error_message, error_stack),
+           tuple(toUInt64(18446744073709551615), '', '', ''))) AS error,
+    maxMap(attributes) AS attributes,
+    groupUniqArrayArray(if(service = '', [], [toString(service)])) AS services,
+    groupUniqArrayArray(if(host = '', [], [toString(host)])) AS hosts
+FROM {source}
+WHERE kind IN ('step_started', 'step_ended') AND step_id != ''
+GROUP BY tenant, flow_id, step_id
+"""
+
+
+def flows_projection(source: str) -> str:
+    return _FLOWS_SELECT.replace("{source}", source)
+
+
+def steps_projection(source: str) -> str:
+    return _STEPS_SELECT.replace("{source}", source)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime DEFAULT now()
+)
+ENGINE = ReplacingMergeTree
+ORDER BY version
+"""
+
+# Append only: a released migration never changes. Each statement is
+# idempotent on its own, so a migration interrupted halfway reruns cleanly.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "events", (_EVENTS,)),
+    Migration(
+        2,
+        "flows",
+        (
+            _FLOWS,
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS flows_mv TO flows AS "
+            + flows_projection("events"),
+        ),
+    ),
+    Migration(
+        3,
+        "steps",
+        (
+            _STEPS,
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS steps_mv TO steps AS "
+            + steps_projection("events"),
+        ),
+    ),
+)
+
+# Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.
+TTL_COLUMNS: dict[str, str] = {
+    "events": "toDateTime(timestamp)",
+    "flows": "toDateTime(last_activity)",
+    "steps": "toDateTime(last_activity)",
+}
+
+
+def render(statement: str, retention_days: int) -> str:
+    # retention_days is an int from validated settings, never user text.
+    return statement.replace("__RETENTION_DAYS__", str(int(retention_days)))
