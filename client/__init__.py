@@ -20,6 +20,7 @@ from dashfrog._exceptions import (
     UsageError,
 )
 from dashfrog._flow import SDK_VERSION as __version__
+from dashfrog._instrument import with_celery, with_fastapi, with_flask, with_httpx, with_requests
 from dashfrog._settings import Settings
 
 __all__ = [
@@ -40,4 +41,9 @@ __all__ = [
     "shutdown",
     "stats",
     "step",
+    "with_celery",
+    "with_fastapi",
+    "with_flask",
+    "with_httpx",
+    "with_requests",
 ]

@@ -1,0 +1,107 @@
+"""Reading flows back from decoded events, and forging baggage the way an outsider would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from dashfrog import Settings, _trust
+
+
+@dataclass
+class Step:
+    step_id: str
+    name: str
+    service: str
+    tenant: str
+    parent_step_id: str | None
+    attributes: dict[str, str]
+    status: str | None = None
+    ended_by: str | None = None
+    children: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Flow:
+    flow_id: str
+    events: list[dict[str, Any]]
+    steps: dict[str, Step]
+
+    @property
+    def status(self) -> str | None:
+        ended = [e for e in self.events if e["kind"] == "flow_ended"]
+        return ended[-1]["status"] if ended else None
+
+    @property
+    def ended_by(self) -> str | None:
+        ended = [e for e in self.events if e["kind"] == "flow_ended"]
+        return ended[-1]["service"] if ended else None
+
+    def named(self, name: str) -> list[Step]:
+        return [s for s in self.steps.values() if s.name == name]
+
+    def one(self, name: str) -> Step:
+        found = self.named(name)
+        assert len(found) == 1, f"expected one step {name!r}, found {len(found)}: {self.summary()}"
+        return found[0]
+
+    def summary(self) -> list[tuple[str, str, str | None]]:
+        return [(s.name, s.service, s.status) for s in self.steps.values()]
+
+    @property
+    def tenants(self) -> set[str]:
+        return {e["tenant"] for e in self.events}
+
+
+def build_flow(flow_id: str, events: list[dict[str, Any]]) -> Flow:
+    steps: dict[str, Step] = {}
+    for e in events:
+        if e["kind"] == "step_started":
+            steps[e["step_id"]] = Step(
+                e["step_id"], e["step_name"], e["service"], e["tenant"], e["parent_step_id"],
+                dict(e["attributes"] or {}),
+            )
+    for e in events:
+        if e["kind"] == "step_ended" and e["step_id"] in steps:
+            steps[e["step_id"]].status = e["status"]
+            steps[e["step_id"]].ended_by = e["service"]
+    for s in steps.values():
+        if s.parent_step_id in steps:
+            steps[s.parent_step_id].children.append(s)
+    return Flow(flow_id, events, steps)
+
+
+def all_steps_ended(names: list[str]) -> Callable[[list[dict[str, Any]]], bool]:
+    """A wait condition: each named step has ended at least once."""
+
+    def done(events: list[dict[str, Any]]) -> bool:
+        started = {e["step_id"]: e["step_name"] for e in events if e["kind"] == "step_started"}
+        ended = {started.get(e["step_id"]) for e in events if e["kind"] == "step_ended"}
+        return all(n in ended for n in names)
+
+    return done
+
+
+def baggage_header(
+    flow_id: str,
+    tenant: str,
+    name: str,
+    *,
+    secret: str | None = None,
+    signed_as: tuple[str, str, str] | None = None,
+    step_id: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """A W3C ``baggage`` header claiming a flow, signed with ``secret`` over ``signed_as``."""
+    entries = {"dashfrog.flow_id": flow_id, "dashfrog.tenant": tenant, "dashfrog.flow_name": name}
+    if step_id:
+        entries["dashfrog.step_id"] = step_id
+    if secret is not None:
+        who = signed_as or (flow_id, tenant, name)
+        signature = _trust.sign(*who, settings=Settings(context_secret=secret))  # type: ignore[call-arg]
+        assert signature is not None
+        entries["dashfrog.sig"] = signature
+    entries.update(extra or {})
+    return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries.items())
