@@ -21,10 +21,10 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
-        Benchmark("client", "benchmarks.client_overhead", "client overhead", "≤ 1.5×"),
+        Benchmark("client", "benchmarks.client_overhead", "client overhead", "≤ 1.5x"),
         Benchmark("pipeline", "benchmarks.pipeline", "pipeline throughput", "≥ 50 % of raw"),
         Benchmark("freshness", "benchmarks.freshness", "freshness", "p99 ≤ 1 s"),
         Benchmark("query", "benchmarks.query_latency", "query latency", "p50 ≤ 100 ms"),
-        Benchmark("degraded", "benchmarks.degraded", "degraded mode", "≤ 2× / within bound"),
+        Benchmark("degraded", "benchmarks.degraded", "degraded mode", "≤ 2x / within bound"),
     )
 }

@@ -28,12 +28,20 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[list[Row], float]:
         out = os.path.join(tmp, "rows.json")
         args = [sys.executable, "-m", "benchmarks._one", name, out] + (["--quick"] if quick else [])
         # Each run gets its own working directory so chDB and Faust data never collide.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "DASHFROG_BENCH_TMP": tmp}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "DASHFROG_BENCH_TMP": tmp,
+        }
         started = time.monotonic()
         try:
-            proc = subprocess.run(args, cwd=tmp, env=env, timeout=timeout, capture_output=True, text=True)
+            proc = subprocess.run(
+                args, cwd=tmp, env=env, timeout=timeout, capture_output=True, text=True
+            )
         except subprocess.TimeoutExpired:
-            return [failed_row(bench.title, bench.target, f"timed out after {timeout:.0f}s")], timeout
+            return [
+                failed_row(bench.title, bench.target, f"timed out after {timeout:.0f}s")
+            ], timeout
         elapsed = time.monotonic() - started
         if os.path.exists(out):
             with open(out) as f:
@@ -47,7 +55,7 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[list[Row], float]:
 
 
 def _ratio(row: Row) -> str:
-    return "n/a" if row.ratio is None else f"{row.ratio:,.2f}×"
+    return "n/a" if row.ratio is None else f"{row.ratio:,.2f}x"
 
 
 def _met(row: Row) -> str:
@@ -60,7 +68,9 @@ def table(rows: list[Row]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r.benchmark} | {r.product} | {r.baseline} | {_ratio(r)} | {r.target} | {_met(r)} |")
+        lines.append(
+            f"| {r.benchmark} | {r.product} | {r.baseline} | {_ratio(r)} | {r.target} | {_met(r)} |"
+        )
     return "\n".join(lines)
 
 
@@ -74,13 +84,21 @@ def notes(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 900, quick 180)")
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run, not a measurement"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per benchmark (default 900, quick 180)"
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
     names = args.names or list(BENCHMARKS)
     timeout = args.timeout or (180.0 if args.quick else 900.0)
     rows: list[Row] = []
@@ -89,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         found, elapsed = run_one(name, args.quick, timeout)
         print(f"  {name} took {elapsed:.1f}s", file=sys.stderr, flush=True)
         rows.extend(found)
-    print(f"Machine: {machine()}" + (" — quick mode: sizes too small to mean much" if args.quick else ""))
+    print(
+        f"Machine: {machine()}"
+        + (" — quick mode: sizes too small to mean much" if args.quick else "")
+    )
     print()
     print(table(rows))
     print()

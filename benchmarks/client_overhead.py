@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks._common import Row, broker, fmt_us, median, quiet_logs, sdk, unique_prefix
 
 NAME = "client overhead"
-TARGET = "≤ 1.5×"
+TARGET = "≤ 1.5x"
 
 
 class _CountingExporter:
@@ -125,7 +125,7 @@ def run(quick: bool) -> list[Row]:
         f"sustained per step (loop + flush until acknowledged), median of {rounds} rounds of "
         f"{k:,} steps; OTel baseline: one child span per iteration under a parent span",
         f"loop only: dashfrog {fmt_us(p_loop)} vs OTel {fmt_us(b_loop)} "
-        f"({p_loop / b_loop:.2f}×); caller-thread CPU: dashfrog {fmt_us(p_cpu)} vs OTel {fmt_us(b_cpu)}",
+        f"({p_loop / b_loop:.2f}x); caller-thread CPU: dashfrog {fmt_us(p_cpu)} vs OTel {fmt_us(b_cpu)}",
         f"the rest of dashfrog's figure is the sender thread (murmur2 partitioning, Avro "
         f"encoding, gzip, aiokafka) holding the GIL: {fmt_us(p_total - p_cpu)} per step",
         f"events sent {sent:,} of {expected:,} emitted, dropped {dropped:,}; "
