@@ -1,0 +1,79 @@
+"""Flows through a real Celery worker process (Redis broker): the seed's "Async Task
+Flows" sample as written, retries with attempt numbers, chains, groups and chords."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from celery import group
+
+from dashfrog import flow, step
+from tests.distributed._helpers import all_steps_ended, build_flow
+from tests.distributed.apps import tasks
+from tests.distributed.conftest import Cluster
+
+pytestmark = pytest.mark.slow
+
+TASK = "tests.distributed.apps.tasks."
+
+
+def test_seed_async_task_flow(dist: Cluster) -> None:
+    """Service B runs the seed's API sample; the worker runs the seed's task sample."""
+    response = requests.post(f"{dist.service_b.url}/process-data/customer-42", json={"a": 1}, timeout=10)
+    assert response.json()["status"] == "processing"
+    flow_id = response.json()["flow_id"]
+
+    got = build_flow(flow_id, dist.events.of_flow(flow_id, until=lambda evs: all_steps_ended(
+        ["send_notification", TASK + "process_data_task"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
+    assert (got.status, got.ended_by, got.tenants) == ("success", "worker", {"customer-42"})
+    assert [e["service"] for e in got.events if e["kind"] == "flow_started"] == ["service-b"]
+    validate, enqueue = got.one("validate_request"), got.one("enqueue_task")
+    task = got.one(TASK + "process_data_task")
+    assert (validate.service, enqueue.service, task.service) == ("service-b", "service-b", "worker")
+    assert task.parent_step_id == enqueue.step_id  # enqueued inside that step
+    assert task.attributes["attempt"] == "1"
+    assert [(c.name, c.service, c.status) for c in task.children] == [
+        ("process_data", "worker", "success"),
+        ("store_results", "worker", "success"),
+        ("send_notification", "worker", "success"),
+    ]
+    assert all(s.status == "success" for s in got.steps.values())
+
+
+def test_retries_record_each_attempt(dist: Cluster) -> None:
+    with flow.start(name="charge", tenant="tenant-retry") as flow_id:
+        with step.start("enqueue") as enqueue_step:
+            result = tasks.flaky.apply_async(args=[2], queue=dist.worker.queue)
+    assert result.get(timeout=30) == 3
+
+    got = build_flow(flow_id, dist.events.of_flow(flow_id, until=lambda evs: sum(
+        1 for e in evs if e["kind"] == "step_ended" and e["step_name"] == "try_charge") == 3))
+    attempts = sorted(got.named(TASK + "flaky"), key=lambda s: s.attributes["attempt"])
+    assert [(s.attributes["attempt"], s.status, s.service) for s in attempts] == [
+        ("1", "failed", "worker"), ("2", "failed", "worker"), ("3", "success", "worker")
+    ]
+    # Attempts sit side by side under the step that enqueued the task, each with its own steps.
+    assert {s.parent_step_id for s in attempts} == {enqueue_step}
+    assert [[(c.name, c.status) for c in s.children] for s in attempts] == [
+        [("try_charge", "failed")], [("try_charge", "failed")], [("try_charge", "success")]
+    ]
+    assert len({s.attributes["task_id"] for s in attempts}) == 1
+    assert got.tenants == {"tenant-retry"}
+
+
+def test_chains_groups_and_chords_keep_the_flow(dist: Cluster) -> None:
+    with flow.start(name="pipeline", tenant="tenant-canvas", end_on_exit=False) as flow_id:
+        with step.start("fan_out"):
+            # A group sent from here, and a task that sends a chain ending in a chord.
+            group(tasks.add_one.s(i) for i in range(3)).apply_async(queue=dist.worker.queue).get(timeout=30)
+            tasks.pipeline.apply_async(args=[10], queue=dist.worker.queue).get(timeout=30)
+
+    # pipeline: add_one(10) → add_one(11) → group(add_one(12), add_one(12)) → finish_flow
+    got = build_flow(flow_id, dist.events.of_flow(flow_id, until=lambda evs: all_steps_ended(
+        ["collect", TASK + "finish_flow"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
+    values = sorted(int(s.attributes["value"]) for s in got.named("add_one"))
+    assert values == [0, 1, 2, 10, 11, 12, 12]
+    assert got.one("collect").service == "worker"
+    assert (got.status, got.ended_by, got.tenants) == ("success", "worker", {"tenant-canvas"})
+    assert {s.service for s in got.steps.values() if s.name != "fan_out"} == {"worker"}
+    assert all(s.status == "success" for s in got.steps.values())

@@ -1,0 +1,148 @@
+"""Forged flow context from outside cannot add steps to another tenant's flow.
+
+The strict service and worker share a secret and trust no network; the
+default ones trust loopback (no secret configured). Every forged request gets
+a normal answer: an ignored context is counted, never an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from dashfrog import flow, step
+from tests.distributed._helpers import all_steps_ended, baggage_header, build_flow
+from tests.distributed.apps import tasks
+from tests.distributed.conftest import SECRET, Cluster
+
+pytestmark = pytest.mark.slow
+
+ATTACKER_FLOW = "0123456789abcdef0123456789abcdef"
+
+
+def _post(url: str, baggage: str) -> dict[str, Any]:
+    response = requests.post(url, json={}, headers={"baggage": baggage}, timeout=10)
+    assert response.status_code == 200, response.text  # never an error for the caller
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _ignored(url: str) -> int:
+    return int(requests.get(f"{url}/stats", timeout=10).json()["ignored"])
+
+
+def _forgeries(victim: str) -> dict[str, str]:
+    """Headers an outsider could send, claiming the victim's flow."""
+    return {
+        "unsigned": baggage_header(victim, "victim-corp", "payout"),
+        "wrong secret": baggage_header(victim, "victim-corp", "payout", secret="guessed-secret"),
+        # The attacker holds a valid signature for a flow of their own (say it leaked
+        # from a call to them) and swaps in the victim's tenant, or the victim's flow id.
+        "tenant changed under a valid signature": baggage_header(
+            ATTACKER_FLOW, "victim-corp", "payout", secret=SECRET,
+            signed_as=(ATTACKER_FLOW, "attacker-corp", "payout"),
+        ),
+        "flow id changed under a valid signature": baggage_header(
+            victim, "victim-corp", "payout", secret=SECRET,
+            signed_as=(ATTACKER_FLOW, "victim-corp", "payout"),
+        ),
+        # Separator games: the same bytes split differently must not verify.
+        "fields shifted under a valid signature": baggage_header(
+            victim, "victim-corp", "payout", secret=SECRET,
+            signed_as=(victim, "victim-corp\npayout", ""),
+        ),
+    }
+
+
+def _assert_untouched(dist: Cluster, victim: str, service: str) -> None:
+    events = dist.events.sync()  # everything the services flushed before answering is read
+    assert not [e for e in events if e["flow_id"] == victim and e["service"] == service]
+    assert not [e for e in events if e["flow_id"] == ATTACKER_FLOW]
+    assert {e["tenant"] for e in events if e["flow_id"] == victim} == {"victim-corp"}
+
+
+def test_forged_http_context_cannot_join_another_tenants_flow(dist: Cluster) -> None:
+    url = dist.strict_b.url
+    with flow.start(name="payout", tenant="victim-corp", end_on_exit=False) as victim:
+        with step.start("approve"):
+            pass
+    before = _ignored(url)
+    forgeries = _forgeries(victim)
+    for what, header in forgeries.items():
+        body = _post(f"{url}/process", header)
+        assert (body["flow_id"], body["tenant"]) == (None, None), what
+    assert _ignored(url) == before + len(forgeries)
+    _assert_untouched(dist, victim, "strict-b")
+
+    # Control: the same service honours context signed with the shared secret.
+    signed = _post(f"{url}/process", baggage_header(victim, "victim-corp", "payout", secret=SECRET))
+    assert (signed["flow_id"], signed["tenant"]) == (victim, "victim-corp")
+    got = build_flow(victim, dist.events.of_flow(victim, until=all_steps_ended(["process_payment"])))
+    assert got.one("process_payment").service == "strict-b"
+    flow.end(flow_id=victim)
+
+
+def test_default_service_trusts_loopback_only(dist: Cluster) -> None:
+    if dist.outside is None:
+        pytest.skip("this machine has no non-loopback address to call from")
+    port = dist.service_b.url.rsplit(":", 1)[1]
+    outside_url = f"http://{dist.outside}:{port}"
+    with flow.start(name="payout", tenant="victim-corp", end_on_exit=False) as victim:
+        pass
+    header = baggage_header(victim, "victim-corp", "payout")  # unsigned, like an outsider's
+    before = _ignored(dist.service_b.url)
+
+    # From outside loopback: ignored and counted, and not forwarded to the next hop either.
+    assert _post(f"{outside_url}/process", header)["flow_id"] is None
+    forwarded = _post(f"{outside_url}/forward", header)
+    assert forwarded["flow_id"] is None and forwarded["downstream"]["flow_id"] is None
+    assert _ignored(dist.service_b.url) == before + 2
+    _assert_untouched(dist, victim, "service-b")
+    assert not [e for e in dist.events.sync() if e["flow_id"] == victim and e["service"] == "service-c"]
+
+    # From loopback (a service on this host), unsigned context is honoured by default.
+    assert _post(f"{dist.service_b.url}/process", header)["flow_id"] == victim
+    flow.end(flow_id=victim)
+
+
+def test_oversized_baggage_is_ignored(dist: Cluster) -> None:
+    with flow.start(name="payout", tenant="victim-corp") as flow_id:
+        pass
+    # Over DASHFROG_MAX_BAGGAGE_BYTES (4096) but within W3C limits, so OpenTelemetry extracts it.
+    header = baggage_header(flow_id, "victim-corp", "payout", extra={"padding": "x" * 4000})
+    before = _ignored(dist.service_b.url)
+    assert _post(f"{dist.service_b.url}/process", header)["flow_id"] is None
+    assert _ignored(dist.service_b.url) == before + 1
+
+
+def _whoami(queue: str, baggage: str | None) -> dict[str, Any]:
+    headers = {"baggage": baggage} if baggage else None
+    # Outside any flow here, so the instrumentation adds no baggage of its own.
+    return tasks.whoami.apply_async(queue=queue, headers=headers).get(timeout=30)  # type: ignore[no-any-return]
+
+
+def test_forged_task_messages_cannot_join_another_tenants_flow(dist: Cluster) -> None:
+    queue = dist.strict_worker.queue
+    with flow.start(name="payout", tenant="victim-corp", end_on_exit=False) as victim:
+        pass
+    before = _whoami(queue, None)["ignored"]
+    forgeries = _forgeries(victim)
+    for what, header in forgeries.items():
+        seen = _whoami(queue, header)
+        assert (seen["flow_id"], seen["tenant"]) == (None, None), what
+    assert _whoami(queue, None)["ignored"] == before + len(forgeries)
+    _assert_untouched(dist, victim, "strict-worker")
+
+    signed = _whoami(queue, baggage_header(victim, "victim-corp", "payout", secret=SECRET))
+    assert (signed["flow_id"], signed["tenant"]) == (victim, "victim-corp")
+    flow.end(flow_id=victim)
+
+
+def test_default_worker_trusts_its_broker(dist: Cluster) -> None:
+    """Without a secret, whoever can enqueue tasks (and so run any of them) is trusted."""
+    with flow.start(name="payout", tenant="acme", end_on_exit=False) as flow_id:
+        pass
+    seen = _whoami(dist.worker.queue, baggage_header(flow_id, "acme", "payout"))
+    assert (seen["flow_id"], seen["tenant"]) == (flow_id, "acme")
+    flow.end(flow_id=flow_id)
