@@ -243,7 +243,9 @@ class _Filter(_Model):
 
     def _check_range(self) -> None:
         if self.since and self.until and self.since > self.until:
-            raise QueryError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+            raise QueryError(
+                f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})"
+            )
 
     @classmethod
     def parse(cls, **values: Any) -> Any:

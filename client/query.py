@@ -116,7 +116,9 @@ class _HttpBackend:
             detail = _error_detail(exc)
             if exc.code in (400, 422):
                 raise QueryError(detail) from None
-            raise DashfrogError(f"DashFrog API {self.base_url} answered {exc.code}: {detail}") from None
+            raise DashfrogError(
+                f"DashFrog API {self.base_url} answered {exc.code}: {detail}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             raise DashfrogError(
                 f"cannot reach the DashFrog API at {self.base_url} ({exc}); start `dashfrog up` "

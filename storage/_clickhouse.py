@@ -86,7 +86,9 @@ class ClickhouseStore(SqlStore):
                 admin.close()
             self._client: Any = clickhouse_connect.get_client(**options)
         except Exception as exc:
-            raise StorageError(f"cannot connect to ClickHouse at {self._safe_url()}: {exc}") from exc
+            raise StorageError(
+                f"cannot connect to ClickHouse at {self._safe_url()}: {exc}"
+            ) from exc
         # clickhouse-connect clients are not safe for concurrent queries.
         self._lock = threading.RLock()
 

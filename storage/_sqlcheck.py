@@ -19,7 +19,11 @@ _DESCRIBE = re.compile(
 )
 _FORBIDDEN = (
     (re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE), "INTO OUTFILE is not allowed"),
-    (re.compile(r"\bFORMAT\b", re.IGNORECASE), "remove the FORMAT clause: rows are returned as records"),
+    (
+        # The FORMAT clause, not the format() function or a column named format.
+        re.compile(r"\bFORMAT\s+(?!AS\b)[A-Za-z_]\w*\b(?!\s*\()", re.IGNORECASE),
+        "remove the FORMAT clause: rows are returned as records",
+    ),
     (re.compile(r"\breadonly\b", re.IGNORECASE), "the readonly setting cannot be changed"),
 )
 

@@ -73,20 +73,35 @@ class Flow:
         self._event("flow_started", labels=dict(self.labels))
         return self
 
-    def step(self, name: str, parent: str | None = None, service: str | None = None,
-             attributes: dict[str, str] | None = None) -> str:
+    def step(
+        self,
+        name: str,
+        parent: str | None = None,
+        service: str | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> str:
         step_id = os.urandom(8).hex()
-        self._event("step_started", step_id=step_id, step_name=name, parent_step_id=parent,
-                    service=service or self.service, attributes=attributes or {})
+        self._event(
+            "step_started",
+            step_id=step_id,
+            step_name=name,
+            parent_step_id=parent,
+            service=service or self.service,
+            attributes=attributes or {},
+        )
         return step_id
 
-    def step_end(self, step_id: str, name: str, error: str | None = None,
-                 service: str | None = None) -> None:
+    def step_end(
+        self, step_id: str, name: str, error: str | None = None, service: str | None = None
+    ) -> None:
         self._event(
-            "step_ended", step_id=step_id, step_name=name,
+            "step_ended",
+            step_id=step_id,
+            step_name=name,
             status="failed" if error else "success",
             error={"type": "builtins.ValueError", "message": error, "stack": "Traceback..."}
-            if error else None,
+            if error
+            else None,
             service=service or self.service,
         )
 
@@ -100,15 +115,23 @@ class Flow:
 
     def end(self, error: str | None = None, service: str | None = None) -> Flow:
         self._event(
-            "flow_ended", status="failed" if error else "success",
-            error={"type": "builtins.RuntimeError", "message": error, "stack": "tb"} if error else None,
+            "flow_ended",
+            status="failed" if error else "success",
+            error={"type": "builtins.RuntimeError", "message": error, "stack": "tb"}
+            if error
+            else None,
             service=service or self.service,
         )
         return self
 
 
-def simple(tenant: str = "acme-corp", name: str = "data_import", fail: str | None = None,
-           end: bool = True, **kw: Any) -> Flow:
+def simple(
+    tenant: str = "acme-corp",
+    name: str = "data_import",
+    fail: str | None = None,
+    end: bool = True,
+    **kw: Any,
+) -> Flow:
     f = Flow(tenant, name, **kw).start()
     for step in ("read", "validate", "process"):
         f.run_step(step, error="Invalid data format" if step == fail else None)
@@ -152,7 +175,9 @@ class StoreContract:
         for table in ("events", "flows", "steps"):
             (row,) = store.select(
                 "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-                "AND name = {t:String}", {"t": table})
+                "AND name = {t:String}",
+                {"t": table},
+            )
             assert "toIntervalDay(7)" in row["engine_full"], table
 
     # -- projection of lifecycles --------------------------------------------------
@@ -161,13 +186,22 @@ class StoreContract:
         f = simple(labels={"env": "prod", "webhook_type": "stripe.payment.success"})
         store.insert_events(f.events, "t1")
         (s,) = store.flows()
-        assert (s.status, s.stalled, s.name, s.tenant) == ("success", False, "data_import", "acme-corp")
+        assert (s.status, s.stalled, s.name, s.tenant) == (
+            "success",
+            False,
+            "data_import",
+            "acme-corp",
+        )
         assert (s.steps_started, s.steps_ended, s.steps_failed) == (3, 3, 0)
         assert s.current_step == "process"
         assert s.error is None
         assert s.labels == {"env": "prod", "webhook_type": "stripe.payment.success"}
-        assert s.started_at == datetime.fromtimestamp(0, UTC) + timedelta(microseconds=f.events[0]["timestamp"])
-        assert s.duration_ms == pytest.approx((f.events[-1]["timestamp"] - f.events[0]["timestamp"]) / 1000)
+        assert s.started_at == datetime.fromtimestamp(0, UTC) + timedelta(
+            microseconds=f.events[0]["timestamp"]
+        )
+        assert s.duration_ms == pytest.approx(
+            (f.events[-1]["timestamp"] - f.events[0]["timestamp"]) / 1000
+        )
         assert s.trace_id == "ab" * 16
         d = store.flow(f.flow_id)
         assert [st.name for st in d.steps] == ["read", "validate", "process"]
@@ -185,7 +219,10 @@ class StoreContract:
         assert s.flow_id == f.flow_id and s.ended_at is not None
         assert s.error is not None
         assert (s.error.step_name, s.error.type, s.error.message) == (
-            "validate", "builtins.ValueError", "Invalid data format")
+            "validate",
+            "builtins.ValueError",
+            "Invalid data format",
+        )
         d = store.flow(f.flow_id)
         assert d.steps[0].status == "failed" and d.steps[0].error.message == "Invalid data format"
         assert [e.message for e in d.errors] == ["Invalid data format"]
@@ -247,7 +284,7 @@ class StoreContract:
         f.run_step("process_data", service="worker")
         f.run_step("store_results", service="worker")
         f.end(service="worker")
-        store.insert_events(f.events[len(api_events):], "worker-1")
+        store.insert_events(f.events[len(api_events) :], "worker-1")
         store.insert_events(api_events, "api-1")
         (s,) = store.flows()
         assert s.status == "success" and s.services == ["api", "worker"]
@@ -265,7 +302,9 @@ class StoreContract:
         store.insert_events(f.events, "t1")
         d = store.flow(f.flow_id)
         assert [(e.name, e.step_id, e.attributes) for e in d.events] == [
-            ("rows_skipped", sid, {"count": "3"}), ("done", None, {})]
+            ("rows_skipped", sid, {"count": "3"}),
+            ("done", None, {}),
+        ]
         # A custom event raised in a step is not a step of its own.
         assert d.steps_started == 1 and len(d.all_steps()) == 1
 
@@ -292,12 +331,17 @@ class StoreContract:
         assert snapshot(store, "acme-corp") == before
         assert store.stats(tenant="acme-corp").runs == 1
 
-    @settings(max_examples=20, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(data=st.data())
     def test_order_and_duplicates_do_not_matter(self, store: Any, data: st.DataObject) -> None:
         run = _id()
-        flows = [data.draw(_flow_strategy(f"ref-{run}")) for _ in range(data.draw(st.integers(1, 3)))]
+        flows = [
+            data.draw(_flow_strategy(f"ref-{run}")) for _ in range(data.draw(st.integers(1, 3)))
+        ]
         events = [e for f in flows for e in f.events]
         store.insert_events(events, f"ref-{run}")
         # The same flows under a second tenant: shuffled, some events
@@ -309,8 +353,9 @@ class StoreContract:
         for i, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, len(stream)], strict=True)):
             store.insert_events(stream[lo:hi], f"perm-{run}-{i}")
         assert snapshot(store, f"perm-{run}") == snapshot(store, f"ref-{run}")
-        assert store.stats(tenant=f"perm-{run}").model_dump(exclude={"tenant"}) == \
-            store.stats(tenant=f"ref-{run}").model_dump(exclude={"tenant"})
+        assert store.stats(tenant=f"perm-{run}").model_dump(exclude={"tenant"}) == store.stats(
+            tenant=f"ref-{run}"
+        ).model_dump(exclude={"tenant"})
 
     # -- filters --------------------------------------------------------------------
 
@@ -319,11 +364,23 @@ class StoreContract:
         base = NOW_US - 3 * HOUR_US
         flows = {
             "acme_ok": simple("acme-corp", "data_import", start_us=base, labels={"env": "prod"}),
-            "acme_fail": simple("acme-corp", "data_import", fail="validate", start_us=base + HOUR_US,
-                                labels={"env": "staging", "region": "eu"}),
-            "acme_run": simple("acme-corp", "payment", end=False, start_us=base + 2 * HOUR_US,
-                               labels={"env": "prod", "region": "eu"}),
-            "globex_ok": simple("globex", "data_import", start_us=base + HOUR_US, labels={"env": "prod"}),
+            "acme_fail": simple(
+                "acme-corp",
+                "data_import",
+                fail="validate",
+                start_us=base + HOUR_US,
+                labels={"env": "staging", "region": "eu"},
+            ),
+            "acme_run": simple(
+                "acme-corp",
+                "payment",
+                end=False,
+                start_us=base + 2 * HOUR_US,
+                labels={"env": "prod", "region": "eu"},
+            ),
+            "globex_ok": simple(
+                "globex", "data_import", start_us=base + HOUR_US, labels={"env": "prod"}
+            ),
             "globex_fail": simple("globex", "payment", fail="read", start_us=base + 2 * HOUR_US),
         }
         events = [e for f in flows.values() for e in f.events]
@@ -335,8 +392,13 @@ class StoreContract:
     def _expect(self, population: dict[str, Flow], *names: str) -> set[str]:
         return {population[n].flow_id for n in names}
 
-    def test_filters_return_exactly_matching_flows(self, store: Any, population: dict[str, Flow]) -> None:
-        p, at = population, lambda hours: datetime.fromtimestamp((NOW_US - hours * HOUR_US) / 1e6, UTC)
+    def test_filters_return_exactly_matching_flows(
+        self, store: Any, population: dict[str, Flow]
+    ) -> None:
+        p, at = (
+            population,
+            lambda hours: datetime.fromtimestamp((NOW_US - hours * HOUR_US) / 1e6, UTC),
+        )
         cases: list[tuple[dict[str, Any], tuple[str, ...]]] = [
             ({}, tuple(p)),
             ({"tenant": "acme-corp"}, ("acme_ok", "acme_fail", "acme_run")),
@@ -386,15 +448,27 @@ class StoreContract:
         assert [(x.step_name, x.failures) for x in s.failures_by_step] == [("validate", 1)]
         everyone = store.stats()
         assert everyone.runs == 5 and everyone.running == 1
-        assert {x.step_name: x.failures for x in everyone.failures_by_step} == {"validate": 1, "read": 1}
+        assert {x.step_name: x.failures for x in everyone.failures_by_step} == {
+            "validate": 1,
+            "read": 1,
+        }
         empty = store.stats(tenant="nobody")
         assert empty.runs == 0 and empty.success_rate is None and empty.duration_p95_ms is None
 
-    @pytest.mark.parametrize("filters", [
-        {"status": "bogus"}, {"limit": 0}, {"limit": 10**6}, {"labels": {"k": 1}},
-        {"labels": {"": "v"}}, {"labels": ["env"]}, {"tenant": ""}, {"since": "yesterday"},
-        {"since": datetime(2026, 2, 1, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)},
-    ])
+    @pytest.mark.parametrize(
+        "filters",
+        [
+            {"status": "bogus"},
+            {"limit": 0},
+            {"limit": 10**6},
+            {"labels": {"k": 1}},
+            {"labels": {"": "v"}},
+            {"labels": ["env"]},
+            {"tenant": ""},
+            {"since": "yesterday"},
+            {"since": datetime(2026, 2, 1, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)},
+        ],
+    )
     def test_invalid_filters_raise_query_error(self, store: Any, filters: dict[str, Any]) -> None:
         with pytest.raises(QueryError):
             store.flows(**filters)
@@ -402,8 +476,19 @@ class StoreContract:
     # -- injection ----------------------------------------------------------------------
 
     NASTY = [
-        "env' OR 1=1 --", "x'); DROP TABLE flows; --", "a\\", "back\\'slash", "tab\there",
-        "new\nline", "{p0:String}", "\\N", "é🐸", "]['x", "`tick`", '"quoted"', "\x00nul",
+        "env' OR 1=1 --",
+        "x'); DROP TABLE flows; --",
+        "a\\",
+        "back\\'slash",
+        "tab\there",
+        "new\nline",
+        "{p0:String}",
+        "\\N",
+        "é🐸",
+        "]['x",
+        "`tick`",
+        '"quoted"',
+        "\x00nul",
     ]
 
     def test_injection_in_label_keys_and_values_is_harmless(self, store: Any) -> None:
@@ -418,8 +503,11 @@ class StoreContract:
         assert len(store.flows()) == len(self.NASTY)
         assert store.select("SELECT count() AS n FROM flows")[0]["n"] > 0
 
-    @settings(max_examples=15, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(key=st.text(min_size=1, max_size=20), value=st.text(max_size=20))
     def test_any_label_text_round_trips(self, store: Any, key: str, value: str) -> None:
         tenant = _id()
@@ -440,30 +528,36 @@ class StoreContract:
         store.rebuild()
         assert {t: snapshot(store, t) for t in ("acme-corp", "globex")} == before
 
-    def test_select_runs_read_queries_with_params(self, store: Any, population: dict[str, Flow]) -> None:
+    def test_select_runs_read_queries_with_params(
+        self, store: Any, population: dict[str, Flow]
+    ) -> None:
         rows = store.select(
             "SELECT tenant, count() AS n FROM events WHERE tenant = {t:String} GROUP BY tenant",
-            {"t": "globex"})
+            {"t": "globex"},
+        )
         assert rows == [{"tenant": "globex", "n": 16}]
         assert store.select("WITH 1 AS x SELECT x; ") == [{"x": 1}]
         assert {r["name"] for r in store.select("SHOW TABLES")} >= {"events", "flows", "steps"}
         assert "event_id" in {r["name"] for r in store.select("DESCRIBE TABLE events")}
         assert store.select("SELECT ';' AS s -- ; DROP TABLE x") == [{"s": ";"}]
 
-    @pytest.mark.parametrize("sql", [
-        "INSERT INTO events SELECT * FROM events",
-        "DROP TABLE flows",
-        "SELECT 1; DROP TABLE flows",
-        "ALTER TABLE flows DELETE WHERE 1",
-        "SELECT 1 INTO OUTFILE '/tmp/x.csv'",
-        "SELECT 1 SETTINGS readonly = 0",
-        "SELECT 1 FORMAT JSON",
-        "DESCRIBE file('/etc/passwd', 'LineAsString')",
-        "SELECT * FROM file('/etc/hostname', 'LineAsString')",
-        "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')",
-        "",
-        "SELECT 'unterminated",
-    ])
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "INSERT INTO events SELECT * FROM events",
+            "DROP TABLE flows",
+            "SELECT 1; DROP TABLE flows",
+            "ALTER TABLE flows DELETE WHERE 1",
+            "SELECT 1 INTO OUTFILE '/tmp/x.csv'",
+            "SELECT 1 SETTINGS readonly = 0",
+            "SELECT 1 FORMAT JSON",
+            "DESCRIBE file('/etc/passwd', 'LineAsString')",
+            "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+            "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')",
+            "",
+            "SELECT 'unterminated",
+        ],
+    )
     def test_select_rejects_anything_but_reads(self, store: Any, sql: str) -> None:
         with pytest.raises(QueryError):
             store.select(sql)
@@ -498,8 +592,13 @@ class StoreContract:
 @st.composite
 def _flow_strategy(draw: st.DrawFn, tenant: str) -> Flow:
     """A flow with random steps (some nested, some failing), events and ending."""
-    f = Flow(tenant, draw(st.sampled_from(["import", "payment"])),
-             labels=draw(st.dictionaries(st.sampled_from(["env", "region"]), st.sampled_from(["a", "b"]))))
+    f = Flow(
+        tenant,
+        draw(st.sampled_from(["import", "payment"])),
+        labels=draw(
+            st.dictionaries(st.sampled_from(["env", "region"]), st.sampled_from(["a", "b"]))
+        ),
+    )
     f.start()
     open_steps: list[tuple[str, str]] = []
     for i in range(draw(st.integers(0, 5))):
@@ -512,7 +611,9 @@ def _flow_strategy(draw: st.DrawFn, tenant: str) -> Flow:
         else:
             parent = open_steps[-1][0] if action == "nested" and open_steps else None
             name = f"s{i}"
-            open_steps.append((f.step(name, parent=parent, service=draw(st.sampled_from(["a", "b"]))), name))
+            open_steps.append(
+                (f.step(name, parent=parent, service=draw(st.sampled_from(["a", "b"]))), name)
+            )
     if draw(st.booleans()):
         while open_steps:
             sid, name = open_steps.pop()
