@@ -13,8 +13,10 @@ import click
 
 # command name -> "module:attribute" of a click command, imported on use
 _LAZY_COMMANDS: dict[str, str] = {
+    "api": "dashfrog.web._commands:api_command",
     "events": "dashfrog._tail:events",
     "settings": "dashfrog._cli:settings_command",
+    "up": "dashfrog.web._commands:up_command",
     "worker": "dashfrog.streams._worker:worker_command",
 }
 

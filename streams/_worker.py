@@ -73,10 +73,13 @@ def flow_counter(processor: Processor) -> Callable[[], Awaitable[int | None]]:
     """Count flows through the storage read queries, in the store thread."""
 
     async def count() -> int | None:
-        from dashfrog.storage import _queries
+        from dashfrog._models import StatsFilter
 
-        result = await processor.run_in_store_thread(_queries.count_flows, processor.store)
-        return int(result)
+        find_stats = getattr(processor.store, "find_stats", None)
+        if find_stats is None:
+            return None
+        stats = await asyncio.to_thread(find_stats, StatsFilter.parse())
+        return int(stats.runs)
 
     return count
 

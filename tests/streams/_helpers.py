@@ -1,0 +1,160 @@
+"""Build events and put them on the topic the way the SDK does (events grouped by partition)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from dashfrog import schemas
+
+
+def flow_events(
+    n_flows: int,
+    *,
+    tenants: int = 10,
+    steps: int = 1,
+    fail_every: int = 0,
+    name: str = "import",
+    run: str | None = None,
+) -> list[schemas.Event]:
+    """Complete flows: started, ``steps`` steps started/ended, ended; every ``fail_every``-th fails."""
+    run = run or uuid.uuid4().hex[:8]
+    now = int(time.time() * 1e6)
+    out: list[schemas.Event] = []
+    for i in range(n_flows):
+        failed = bool(fail_every) and i % fail_every == 0
+        base: dict[str, Any] = {
+            "flow_id": f"{now:016x}-{run}-{i:07d}",
+            "tenant": f"tenant-{i % tenants}",
+            "flow_name": name,
+            "labels": {"batch": str(i % 7), "run": run},
+            "attributes": {},
+            "service": "svc",
+            "host": "h",
+            "sdk_version": "test",
+        }
+        ts = now + i
+        out.append({**base, "event_id": uuid.uuid4().hex, "kind": "flow_started", "timestamp": ts})
+        for s in range(steps):
+            step = {"step_id": f"s{s}", "step_name": f"step{s}"}
+            status = "failed" if failed and s == steps - 1 else "success"
+            error = {"type": "ValueError", "message": "bad row", "stack": ""} if status == "failed" else None
+            out.append({**base, **step, "event_id": uuid.uuid4().hex, "kind": "step_started", "timestamp": ts + 10})
+            out.append({**base, **step, "event_id": uuid.uuid4().hex, "kind": "step_ended", "timestamp": ts + 20,
+                        "status": status, "error": error})
+        out.append({**base, "event_id": uuid.uuid4().hex, "kind": "flow_ended", "timestamp": ts + 30,
+                    "status": "failed" if failed else "success",
+                    "error": {"type": "ValueError", "message": "bad row", "stack": ""} if failed else None})
+    return out
+
+
+def partition_of(flow_id: str, partitions: int) -> int:
+    """Kafka's default partitioner, as the SDK uses it."""
+    return (murmur2(flow_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    events: list[schemas.Event],
+    partitions: int,
+    *,
+    per_message: int = 1000,
+) -> Counter[int]:
+    """Send ``events`` packed per partition, ``per_message`` to a message.
+
+    Returns the messages sent per partition (tansu's ListOffsets is not a
+    reliable end offset, so tests count what they sent).
+    """
+    groups: dict[int, list[schemas.Event]] = {}
+    for event in events:
+        groups.setdefault(partition_of(event["flow_id"], partitions), []).append(event)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip", max_request_size=4_000_000)
+    await producer.start()
+    try:
+        futures = []
+        sent: Counter[int] = Counter()
+        for partition, group in groups.items():
+            for i in range(0, len(group), per_message):
+                chunk = group[i : i + per_message]
+                futures.append(
+                    await producer.send(
+                        topic,
+                        schemas.encode(chunk),
+                        key=chunk[0]["flow_id"].encode(),
+                        partition=partition,
+                        headers=schemas.headers(),
+                    )
+                )
+                sent[partition] += 1
+        await asyncio.gather(*futures)
+        return sent
+    finally:
+        await producer.stop()
+
+
+async def send_raw(bootstrap: str, topic: str, value: bytes, *, key: bytes = b"k", partition: int = 0) -> int:
+    """Send one message as given; returns its offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+        return int(meta.offset)
+    finally:
+        await producer.stop()
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until true; fail with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    """The group's committed offset per partition (None: nothing committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out: dict[int, int | None] = {}
+        for p in range(partitions):
+            out[p] = await consumer.committed(TopicPartition(topic, p))
+        return out
+    finally:
+        await consumer.stop()
+
+
+def expected_offsets(sent: Counter[int], partitions: int) -> dict[int, int | None]:
+    """Committed offsets once everything ``sent`` to a fresh topic is processed."""
+    return {p: sent[p] or None for p in range(partitions)}
+
+
+async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
+    """Raw messages of ``topic`` from the beginning, until ``expected`` arrived."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < expected and loop.time() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                found.extend(messages)
+        return found
+    finally:
+        await consumer.stop()

@@ -1,0 +1,355 @@
+"""The processor against a real tansu broker and the real chDB store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashfrog import schemas
+from dashfrog._settings import Settings
+from dashfrog.streams import (
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    Processor,
+    decode_message,
+    dedup_token,
+    ensure_event_topics,
+)
+from dashfrog.streams._batch import offset_ranges
+from tests.streams._helpers import (
+    committed_offsets,
+    expected_offsets,
+    flow_events,
+    produce,
+    read_all,
+    send_raw,
+    wait_for,
+)
+
+PARTITIONS = 3
+
+
+@pytest.fixture
+def settings(broker: str, topic_prefix: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=broker,
+        topic_prefix=topic_prefix,
+        topic_partitions=PARTITIONS,
+        processor_group=f"{topic_prefix}processor",
+        rebalance_timeout_s=2.0,
+        processor_batch_wait_s=0.05,
+    )
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="module")
+def chdb_store(store_dir: Path) -> Iterator[Any]:
+    """One chDB store for the module: chDB allows one open session per process."""
+    from dashfrog.storage import open_store
+
+    store = open_store(f"chdb://{store_dir / 'db'}")
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class FlakyStore:
+    """Wraps the real store; ``insert_events`` fails while ``failing`` is set."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.url = store.url
+        self.failing = threading.Event()
+        self.failures = 0
+        self.tokens: list[str] = []
+
+    def migrate(self) -> None:
+        self.store.migrate()
+
+    def insert_events(self, events: Any, token: str) -> None:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("store unavailable (test)")
+        self.store.insert_events(events, token)
+        self.tokens.append(token)
+
+    def select(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        return self.store.select(sql, params)
+
+    def rebuild(self) -> None:
+        self.store.rebuild()
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, store: Any, tmp_path: Path) -> AsyncIterator[Processor]:
+    await ensure_event_topics(settings)
+    processor = Processor(settings, store, datadir=tmp_path / "faust")
+    await processor.start()
+    try:
+        yield processor
+    finally:
+        await processor.stop()
+
+
+def flows_by_id(store: Any, events: list[schemas.Event]) -> dict[str, Any]:
+    """What queries return for the flows of ``events`` (one run label), by flow id."""
+    run = events[0]["labels"]["run"]
+    found = store.flows(labels={"run": run}, limit=10_000)
+    return {flow.flow_id: flow for flow in found}
+
+
+# -- pure parts ---------------------------------------------------------------
+
+
+def test_decode_message_splits_invalid_events_from_valid_ones() -> None:
+    good = flow_events(1)
+    bad = {**good[0], "event_id": "x", "kind": "flow_exploded"}
+    item = decode_message("t", 2, 7, b"k", schemas.encode([*good, bad]), schemas.headers())
+    assert [e["event_id"] for e in item.events] == [e["event_id"] for e in good]
+    assert item.reason is not None and "flow_exploded" in item.reason and "1 of 5" in item.reason
+    assert [e["event_id"] for e in schemas.decode(item.dlq_value or b"")] == ["x"]
+
+    junk = decode_message("t", 0, 1, None, b"not avro at all", None)
+    assert junk.events == [] and junk.reason and junk.reason.startswith("undecodable")
+    assert junk.dlq_value == b"not avro at all"
+
+
+def test_dedup_token_is_a_function_of_the_offset_ranges() -> None:
+    a = [decode_message("t", p, o, None, b"", None) for p, o in [(0, 5), (1, 9), (0, 6)]]
+    b = [decode_message("t", p, o, None, b"", None) for p, o in [(1, 9), (0, 6), (0, 5)]]
+    assert dedup_token(offset_ranges(a)) == dedup_token(offset_ranges(b))
+    c = [decode_message("t", p, o, None, b"", None) for p, o in [(0, 5), (0, 6), (0, 7)]]
+    assert dedup_token(offset_ranges(a)) != dedup_token(offset_ranges(c))
+
+
+# -- against the broker and chDB ------------------------------------------------
+
+
+async def test_events_become_rows(settings: Settings, chdb_store: Any, tmp_path: Path) -> None:
+    events = flow_events(300, fail_every=10)
+    flow_ids = {e["flow_id"] for e in events}
+    sent = await produce(settings.bootstrap, settings.topic, events, PARTITIONS, per_message=50)
+    async with running(settings, chdb_store, tmp_path) as processor:
+        await wait_for(lambda: processor.stats.events >= len(events), 30, "all events written")
+        rows = flows_by_id(chdb_store, events)
+        assert set(rows) == flow_ids
+        assert sum(1 for r in rows.values() if r.status == "failed") == 30
+        assert all(r.steps_ended == 1 for r in rows.values())
+        # Offsets are committed once the writes are durable.
+        ends = expected_offsets(sent, PARTITIONS)
+
+        async def all_committed() -> bool:
+            done = await committed_offsets(settings.bootstrap, settings.processor_group, settings.topic, PARTITIONS)
+            return done == ends
+
+        await wait_for(all_committed, 10, "offsets committed up to the end")
+
+
+async def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    good = flow_events(20)
+    bad_event = {**flow_events(1)[0], "tenant": ""}
+    async with running(settings, chdb_store, tmp_path) as processor:
+        junk_offset = await send_raw(settings.bootstrap, settings.topic, b"\x00garbage", partition=1)
+        mixed_offset = await send_raw(
+            settings.bootstrap, settings.topic, schemas.encode([good[0], bad_event]), partition=2
+        )
+        await produce(settings.bootstrap, settings.topic, good[1:], PARTITIONS, per_message=5)
+        await wait_for(lambda: processor.stats.events >= len(good), 30, "good events written")
+        assert processor.stats.dead_lettered == 2
+        assert len(flows_by_id(chdb_store, good)) == 20
+
+    dead = await read_all(settings.bootstrap, settings.dlq, 2)
+    assert len(dead) == 2
+    by_partition = {int(dict(m.headers)[DLQ_PARTITION]): m for m in dead}
+    junk, mixed = by_partition[1], by_partition[2]
+    junk_headers, mixed_headers = dict(junk.headers), dict(mixed.headers)
+    assert junk.value == b"\x00garbage"
+    assert junk_headers[DLQ_REASON].startswith(b"undecodable")
+    assert junk_headers[DLQ_TOPIC] == settings.topic.encode()
+    assert junk_headers[DLQ_OFFSET] == str(junk_offset).encode()
+    assert mixed_headers[DLQ_OFFSET] == str(mixed_offset).encode()
+    assert b"empty tenant" in mixed_headers[DLQ_REASON]
+    assert [e["event_id"] for e in schemas.decode(mixed.value)] == [bad_event["event_id"]]
+
+
+async def test_offsets_are_never_committed_past_an_unwritten_message(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    store = FlakyStore(chdb_store)
+    first, second = flow_events(40), flow_events(40)
+    group, topic = settings.processor_group, settings.topic
+    async with running(settings, store, tmp_path) as processor:
+        sent = await produce(settings.bootstrap, topic, first, PARTITIONS, per_message=10)
+        await wait_for(lambda: processor.stats.events >= len(first), 30, "first events written")
+        ends = expected_offsets(sent, PARTITIONS)
+
+        async def committed_to(expected: dict[int, int | None]) -> bool:
+            return await committed_offsets(settings.bootstrap, group, topic, PARTITIONS) == expected
+
+        await wait_for(lambda: committed_to(ends), 10, "first offsets committed")
+
+        store.failing.set()
+        sent += await produce(settings.bootstrap, topic, second, PARTITIONS, per_message=10)
+        await wait_for(lambda: store.failures >= 4, 30, "several failed writes")
+        # The worker keeps retrying: nothing new is acked, and several commit
+        # intervals later nothing past the written messages is committed.
+        await asyncio.sleep(3 * processor.app.conf.broker_commit_interval)
+        assert await committed_offsets(settings.bootstrap, group, topic, PARTITIONS) == ends
+        assert processor.stats.events == len(first)
+    # Stopped while the write still failed: still nothing committed past it.
+    assert await committed_offsets(settings.bootstrap, group, topic, PARTITIONS) == ends
+
+    # A new worker picks the unwritten messages up again and writes them once.
+    store.failing.clear()
+    async with running(settings, store, tmp_path) as processor:
+        await wait_for(lambda: processor.stats.events >= len(second), 30, "second events written")
+        final = expected_offsets(sent, PARTITIONS)
+        await wait_for(lambda: committed_to(final), 10, "second offsets committed")
+    assert len(flows_by_id(chdb_store, first)) == 40
+    assert len(flows_by_id(chdb_store, second)) == 40
+
+
+async def test_two_thousand_flows_across_ten_tenants_arrive_complete(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    events = flow_events(2000, tenants=10, steps=3, fail_every=7)
+    await produce(settings.bootstrap, settings.topic, events, PARTITIONS, per_message=500)
+    async with running(settings, chdb_store, tmp_path) as processor:
+        await wait_for(lambda: processor.stats.events >= len(events), 60, "all events written")
+    rows = flows_by_id(chdb_store, events)
+    assert set(rows) == {e["flow_id"] for e in events}
+    per_tenant: dict[str, int] = {}
+    for row in rows.values():
+        per_tenant[row.tenant] = per_tenant.get(row.tenant, 0) + 1
+    assert per_tenant == {f"tenant-{i}": 200 for i in range(10)}
+    expected_failed = sum(1 for i in range(2000) if i % 7 == 0)
+    assert sum(1 for r in rows.values() if r.status == "failed") == expected_failed
+    assert all(r.steps_started == r.steps_ended == 3 and r.ended_at for r in rows.values())
+    failed_steps = {r.error.step_name for r in rows.values() if r.status == "failed" and r.error}
+    assert failed_steps == {"step2"}
+
+
+# -- crash and restart ------------------------------------------------------------
+
+
+def _worker(settings: Settings, store_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DASHFROG_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "DASHFROG_TOPIC_PREFIX": settings.topic_prefix,
+        "DASHFROG_TOPIC_PARTITIONS": str(PARTITIONS),
+        "DASHFROG_PROCESSOR_GROUP": settings.processor_group,
+        "DASHFROG_REBALANCE_TIMEOUT_S": "2",
+        "DASHFROG_PROCESSOR_BATCH_WAIT_S": "0.05",
+        "DASHFROG_CLICKHOUSE_URL": store_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.1"],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def _events_written(log: Path) -> int:
+    """The last ``events N`` figure of the worker's status lines."""
+    written = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("dashfrog:") and " events " in line:
+            written = int(line.split(" events ")[1].split()[0].replace(",", ""))
+    return written
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    store_url = f"chdb://{tmp_path / 'crash-db'}"
+    events = flow_events(6000, tenants=10, steps=2, fail_every=5)
+    log = tmp_path / "worker.log"
+    await ensure_event_topics(settings)
+    # Small messages so the first worker is surely killed between writes of one run.
+    sent = await produce(settings.bootstrap, settings.topic, events[: len(events) // 2], PARTITIONS, per_message=20)
+    worker = _worker(settings, store_url, log)
+    try:
+        await wait_for(lambda: _events_written(log) > 0 or worker.poll() is not None, 60, "first writes")
+        assert worker.poll() is None, log.read_text()
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    written_before_kill = _events_written(log)
+    assert 0 < written_before_kill < len(events)
+
+    sent += await produce(settings.bootstrap, settings.topic, events[len(events) // 2 :], PARTITIONS, per_message=20)
+    log.write_text("")
+    worker = _worker(settings, store_url, log)
+    try:
+        final = expected_offsets(sent, PARTITIONS)
+
+        async def caught_up() -> bool:
+            assert worker.poll() is None, log.read_text()
+            done = await committed_offsets(settings.bootstrap, settings.processor_group, settings.topic, PARTITIONS)
+            return done == final
+
+        await wait_for(caught_up, 90, "the restarted worker to commit everything")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    # Read what queries return, in a child process: this one already has a chDB session open.
+    check = subprocess.run(
+        [sys.executable, "-c", _CHECK, store_url, events[0]["labels"]["run"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    flows, failed, steps, raw_events, distinct_events = (int(x) for x in check.stdout.split())
+    assert flows == 6000
+    assert failed == sum(1 for i in range(6000) if i % 5 == 0)
+    assert steps == 6000 * 2
+    assert raw_events == distinct_events == len(events)
+
+
+_CHECK = """
+import sys
+from dashfrog.storage import open_store
+store = open_store(sys.argv[1])
+flows = store.flows(labels={"run": sys.argv[2]}, limit=10_000).flows
+raw = store.select("SELECT count() AS n, uniqExact(event_id) AS u FROM events FINAL")[0]
+print(
+    len(flows),
+    sum(1 for f in flows if f.status == "failed"),
+    sum(f.steps_ended for f in flows if f.steps_started == f.steps_ended),
+    raw["n"],
+    raw["u"],
+)
+store.close()
+"""

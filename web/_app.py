@@ -1,0 +1,217 @@
+"""The JSON read API over a store.
+
+Responses are the models of :mod:`dashfrog._models` dumped as JSON: they are
+the contract ``dashfrog.query`` parses. The SQL lives in
+:mod:`dashfrog.storage._queries`; this module only parses parameters, checks
+credentials and runs store calls off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from dashfrog._exceptions import QueryError
+from dashfrog._models import FlowFilter, SqlResult, StatsFilter
+from dashfrog._settings import Settings, get_settings
+from dashfrog.storage._base import SqlStore
+from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
+
+# Runs a blocking store call; ``dashfrog up`` passes the processor's store
+# thread so reads and writes of one chDB session never overlap.
+StoreRunner = Callable[..., Awaitable[Any]]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
+    """``label=k:v`` query values to a mapping; raises QueryError on a malformed pair."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise QueryError(f"label filter {pair!r}: expected key:value (e.g. label=env:prod)")
+        labels[key] = value
+    return labels
+
+
+def create_app(
+    store: SqlStore,
+    settings: Settings | None = None,
+    *,
+    run: StoreRunner | None = None,
+) -> FastAPI:
+    """The HTTP API serving ``store``; ``run`` runs blocking store calls (default: a thread pool)."""
+    settings = settings or get_settings()
+    auth = Authenticator(settings)
+    runner: StoreRunner = run or run_in_threadpool
+    started_at = time.time()
+
+    app = FastAPI(
+        title="DashFrog",
+        summary="Business workflows per customer: flows, steps and their state.",
+        version=_version(),
+    )
+    app.state.store = store
+    app.state.settings = settings
+
+    @app.exception_handler(QueryError)
+    async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        response = _error(401, str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return _error(403, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'] if p not in ('query', 'body', 'path'))}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return _error(400, f"invalid request: {problems}")
+
+    def principal(authorization: str | None) -> Principal:
+        return auth.principal(authorization)
+
+    AuthHeader = Annotated[str | None, Header()]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness plus a round trip to the store (no credential needed, no data shown)."""
+        try:
+            await runner(store.select, "SELECT 1 AS ok", None)
+            store_ok = True
+        except Exception:
+            store_ok = False
+        body = {"status": "ok" if store_ok else "degraded", "store": store_ok, "uptime_s": round(time.time() - started_at, 1)}
+        if not store_ok:
+            return JSONResponse(body, status_code=503)  # type: ignore[return-value]
+        return body
+
+    @app.get("/api/flows")
+    async def flows(
+        authorization: AuthHeader = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        label: Annotated[list[str] | None, Query(description="key:value, repeatable; all must match")] = None,
+        labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Any:
+        """Flows matching every filter, newest first; pass ``next_cursor`` back as ``cursor``."""
+        who = principal(authorization)
+        merged: dict[str, str] = {}
+        if labels:
+            merged.update(FlowFilter.parse(labels=labels).labels or {})
+        merged.update(parse_label_pairs(label or []))
+        flt = FlowFilter.parse(
+            tenant=scope_tenant(who, tenant),
+            status=status,
+            name=name,
+            labels=merged or None,
+            since=_number_or_text(since),
+            until=_number_or_text(until),
+            limit=limit,
+            cursor=cursor,
+        )
+        result = await runner(store.find_flows, flt)
+        return result.model_dump(mode="json")
+
+    @app.get("/api/flows/{flow_id}")
+    async def flow(flow_id: str, authorization: AuthHeader = None) -> Any:
+        """One flow with its step tree, errors and custom events."""
+        who = principal(authorization)
+        detail = await runner(store.flow, flow_id, who.tenant)
+        if detail is None:
+            # A tenant credential gets 404 for other tenants' flows too: ids never leak.
+            return _error(404, f"no flow {flow_id!r}")
+        return detail.model_dump(mode="json")
+
+    @app.get("/api/stats")
+    async def stats(
+        authorization: AuthHeader = None,
+        tenant: str | None = None,
+        name: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Any:
+        """Runs, success rate, duration percentiles and failures per step."""
+        who = principal(authorization)
+        flt = StatsFilter.parse(
+            tenant=scope_tenant(who, tenant),
+            name=name,
+            since=_number_or_text(since),
+            until=_number_or_text(until),
+        )
+        result = await runner(store.find_stats, flt)
+        return result.model_dump(mode="json")
+
+    @app.post("/api/sql")
+    async def sql(
+        body: Annotated[dict[str, Any], Body(examples=[{"sql": "SELECT count() FROM events"}])],
+        authorization: AuthHeader = None,
+    ) -> Any:
+        """One read-only statement (SELECT, WITH, SHOW, DESCRIBE); admin only."""
+        who = principal(authorization)
+        if not who.is_admin:
+            raise Forbidden("SQL reads every tenant's data: it needs the admin token")
+        text = body.get("sql")
+        params = body.get("params") or {}
+        if not isinstance(text, str):
+            raise QueryError('body must be a JSON object with a "sql" string')
+        if not isinstance(params, dict):
+            raise QueryError('"params" must be a JSON object of query parameters')
+        try:
+            # select() itself refuses anything but one read-only statement.
+            rows = await runner(store.select, text, params)
+        except QueryError:
+            raise
+        except Exception as exc:
+            # ClickHouse's message says what is wrong with the query.
+            raise QueryError(f"query failed: {_first_line(exc)}") from None
+        columns = list(rows[0].keys()) if rows else []
+        return SqlResult(columns=columns, rows=rows).model_dump(mode="json")
+
+    return app
+
+
+def _number_or_text(value: str | None) -> Any:
+    """Epoch seconds stay numbers; anything else is parsed as ISO 8601 by the filter."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dashfrog")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,148 @@
+"""``dashfrog up`` (everything in one process) and ``dashfrog api`` (the API alone).
+
+``up`` lives here rather than in ``streams`` because it composes the
+processor with the API, and nothing may depend on ``web``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from dashfrog._settings import Settings, get_settings
+from dashfrog.storage._base import SqlStore
+from dashfrog.web._app import StoreRunner, create_app
+
+
+def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> Any:
+    """A uvicorn server that leaves signal handling to us."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # Our loop's handlers stop the processor and the API together.
+            yield
+
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level=log_level, lifespan="off"
+    )
+    return _Server(config)
+
+
+async def serve_api_until(
+    stop: asyncio.Event, store: SqlStore, settings: Settings, *, run: StoreRunner | None = None, log_level: str = "warning"
+) -> None:
+    server = api_server(create_app(store, settings, run=run), settings, log_level=log_level)
+    task = asyncio.create_task(server.serve())
+    try:
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stopped.cancel()
+            task.result()  # a failed bind raises here
+            raise click.ClickException(f"the API on {settings.api_host}:{settings.api_port} stopped")
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 10)
+
+
+@click.command("api")
+@click.option("--loglevel", default="warning", show_default=True, help="Log level of the HTTP server.")
+def api_command(loglevel: str) -> None:
+    """Serve the HTTP API against DASHFROG_CLICKHOUSE_URL (no processor in this process)."""
+    from dashfrog.storage import open_store
+    from dashfrog.streams._worker import configure_logging, install_stop_signals
+
+    configure_logging(loglevel)
+    settings = get_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        store = open_store(settings.clickhouse_url)
+        try:
+            click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)})")
+            await serve_api_until(stop, store, settings, log_level=loglevel)
+        finally:
+            store.close()
+
+    asyncio.run(main())
+
+
+@click.command("up")
+@click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines (0: none).")
+@click.option("--loglevel", default="warning", show_default=True, help="Log level (debug, info, warning, error).")
+def up_command(status_every: float, loglevel: str) -> None:
+    """Run everything in one process: a local broker (unless DASHFROG_KAFKA_BOOTSTRAP is
+    set), the processor, chDB storage and the API. Ctrl-C stops it cleanly."""
+    from dashfrog._broker import start_broker
+    from dashfrog.storage import open_store
+    from dashfrog.streams._worker import configure_logging, install_stop_signals, run_processor
+
+    configure_logging(loglevel)
+    settings = get_settings()
+    broker = None
+    if not settings.kafka_bootstrap:
+        _host, _, port = settings.bootstrap.rpartition(":")
+        try:
+            broker = start_broker(int(port))
+        except Exception as exc:
+            raise click.ClickException(
+                f"cannot start the local broker on {settings.bootstrap}: {exc} "
+                "(is another `dashfrog up` running? or set DASHFROG_KAFKA_BOOTSTRAP)"
+            ) from exc
+        click.echo(f"dashfrog up: local broker on {broker.bootstrap} (memory storage)")
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        store = open_store(settings.clickhouse_url)
+        try:
+            store.migrate()
+            api = asyncio.create_task(
+                # The store serialises its own calls: the API's reads and the
+                # processor's writes share the one chDB session safely.
+                serve_api_until(stop, store, settings, log_level=loglevel)
+            )
+            click.echo(
+                f"dashfrog up: {settings.topic} on {settings.bootstrap} → {settings.clickhouse_url}; "
+                f"API on http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)}). Ctrl-C stops."
+            )
+            try:
+                code = await run_processor(
+                    settings,
+                    store,
+                    stop,
+                    status_every=status_every or None,
+                )
+            finally:
+                stop.set()
+                try:
+                    await api
+                except click.ClickException as exc:
+                    click.echo(f"dashfrog up: {exc.message}", err=True)
+                    code = 1
+            return code
+        finally:
+            store.close()
+
+    try:
+        code = asyncio.run(main())
+    finally:
+        if broker is not None:
+            broker.stop()
+    click.echo("dashfrog up: stopped")
+    sys.exit(code)
+
+
+def _auth_mode(settings: Settings) -> str:
+    if settings.admin_token:
+        return "admin and tenant tokens required"
+    return "open: no DASHFROG_ADMIN_TOKEN set"
