@@ -127,7 +127,12 @@ class ChdbStore(SqlStore):
         return [json.loads(line) for line in data.splitlines() if line]
 
     def _insert(self, table: pa.Table, token: str) -> None:
-        sql = f"{_INSERT} SETTINGS insert_deduplication_token = {_quote(token)}"
+        # A retried batch the events table drops as a duplicate still reaches
+        # the views, so a crash between the two writes is repaired by the retry.
+        sql = (
+            f"{_INSERT} SETTINGS insert_deduplication_token = {_quote(token)}, "
+            "deduplicate_blocks_in_dependent_materialized_views = 1"
+        )
         self._run(sql, "CSV", None, batch=table)
 
     def close(self) -> None:

@@ -64,6 +64,12 @@ def client_options(url: str) -> dict[str, Any]:
     }
 
 
+# A retried batch that the events table drops as a duplicate is still pushed
+# to the views (servers before 24.x skip them otherwise), so flows and steps
+# get whatever part of it a crash kept from them; re-applied state is a no-op.
+INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
 class ClickhouseStore(SqlStore):
     """Store on a ClickHouse server (HTTP interface)."""
 
@@ -121,7 +127,7 @@ class ClickhouseStore(SqlStore):
             self._client.insert_arrow,
             "events",
             table,
-            settings={"insert_deduplication_token": token},
+            settings=INSERT_SETTINGS | {"insert_deduplication_token": token},
         )
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ def _code_only(sql: str) -> str:
                 j += 1
             else:
                 raise QueryError("unterminated quoted string or identifier in SQL")
-            out.append(" " * (j + 1 - i) if ch == "'" else "x" * (j + 1 - i))
+            # Not spaces: a literal at the very end must survive the rstrip below.
+            out.append("x" * (j + 1 - i))
             i = j + 1
         elif sql.startswith("--", i):
             j = sql.find("\n", i)

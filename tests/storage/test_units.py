@@ -59,6 +59,11 @@ def test_other_statements_are_refused(sql: str, reason: str) -> None:
         read_only_statement(sql)
 
 
+def test_trailing_string_literal_is_kept() -> None:
+    sql = "SELECT name FROM system.settings WHERE name = 'readonly'"
+    assert read_only_statement(sql) == f"SELECT * FROM (\n{sql}\n) SETTINGS readonly = 1"
+
+
 def test_keywords_inside_strings_do_not_count() -> None:
     wrapped = read_only_statement("SELECT 'INTO OUTFILE ; FORMAT readonly' AS s")
     assert wrapped.startswith("SELECT * FROM (")
