@@ -185,15 +185,17 @@ class Proc:
                 self.process.wait()
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, **extra: Any) -> Proc:
+def spawn(
+    name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path = REPO, **extra: Any
+) -> Proc:
     log = log_dir / f"{name}.log"
     out = open(log, "wb")
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     return Proc(name, process, log, env=env, **extra)
 
 
-def _wait_http(proc: Proc, deadline: float) -> None:
+def wait_http(proc: Proc, deadline: float) -> None:
     import httpx
 
     while True:
@@ -223,6 +225,8 @@ class Cluster:
     caller_settings: Any
     outside: str | None
     procs: list[Proc]
+    env: dict[str, str]  # what every process of the cluster gets: broker, topics, Redis
+    log_dir: Path
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.procs)
@@ -264,18 +268,18 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
                 "-Q", queue, "-n", f"{queue}@%h", "--without-heartbeat", "--without-gossip",
                 "--without-mingle", "--loglevel=WARNING"]
 
-    flask_c = _spawn("flask_c", [py, "-m", "tests.distributed.apps.flask_service", str(flask_port)],
+    flask_c = spawn("flask_c", [py, "-m", "tests.distributed.apps.flask_service", str(flask_port)],
                      {**base, "DASHFROG_SERVICE_NAME": "service-c"}, log_dir, url=f"http://127.0.0.1:{flask_port}")
     # Listening on every address, so a test can reach it from a non-loopback address too.
-    service_b = _spawn("service_b", uvicorn("0.0.0.0", b_port),
+    service_b = spawn("service_b", uvicorn("0.0.0.0", b_port),
                        {**base, "DASHFROG_SERVICE_NAME": "service-b",
                         "DISTRIBUTED_DOWNSTREAM_URL": flask_c.url}, log_dir, url=f"http://127.0.0.1:{b_port}")
-    strict_b = _spawn("strict_b", uvicorn("127.0.0.1", strict_port),
+    strict_b = spawn("strict_b", uvicorn("127.0.0.1", strict_port),
                       {**base, **strict, "DASHFROG_SERVICE_NAME": "strict-b"}, log_dir,
                       url=f"http://127.0.0.1:{strict_port}")
-    celery_worker = _spawn("worker", worker(f"{run}-tasks"),
+    celery_worker = spawn("worker", worker(f"{run}-tasks"),
                            {**base, "DASHFROG_SERVICE_NAME": "worker"}, log_dir, queue=f"{run}-tasks")
-    strict_worker = _spawn("strict_worker", worker(f"{run}-strict"),
+    strict_worker = spawn("strict_worker", worker(f"{run}-strict"),
                            {**base, **strict, "DASHFROG_SERVICE_NAME": "strict-worker",
                             "DISTRIBUTED_CELERY_QUEUE": f"{run}-strict"}, log_dir, queue=f"{run}-strict")
     procs = [flask_c, service_b, strict_b, celery_worker, strict_worker]
@@ -283,7 +287,7 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         for proc in (flask_c, service_b, strict_b):
-            _wait_http(proc, deadline)
+            wait_http(proc, deadline)
         # A round trip through each worker: it is consuming its queue.
         for proc in (celery_worker, strict_worker):
             try:
@@ -297,7 +301,7 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         dashfrog.with_httpx()
         dashfrog.with_celery(tasks.app)
         yield Cluster(broker, prefix, topic, events, service_b, strict_b, flask_c, celery_worker,
-                      strict_worker, caller, outside_address(), procs)
+                      strict_worker, caller, outside_address(), procs, base, log_dir)
     finally:
         if events is not None:
             events.close()
