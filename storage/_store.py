@@ -6,8 +6,10 @@ imports its driver only then.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
+from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
 from dashfrog.schemas import Event
 
 
@@ -32,5 +34,16 @@ class Store(Protocol):
 
     def rebuild(self) -> None:
         """Re-project flows and steps from the raw events table."""
+
+    def find_flows(self, flt: FlowFilter, *, now: datetime | None = None) -> FlowList:
+        """Flows matching a validated filter, newest first (keyset pages by flow id)."""
+
+    def flow(
+        self, flow_id: str, tenant: str | None = None, *, now: datetime | None = None
+    ) -> FlowDetail | None:
+        """One flow with its step tree, errors and custom events; None if unknown."""
+
+    def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
+        """Runs, success rate, duration percentiles and failures per step."""
 
     def close(self) -> None: ...
