@@ -27,9 +27,13 @@ from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized
 # thread so reads and writes of one chDB session never overlap.
 StoreRunner = Callable[..., Awaitable[Any]]
 
+# Module level: with postponed annotations FastAPI resolves these in the module's globals.
+AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
+
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    # "detail" as FastAPI's own errors carry it: dashfrog.query reads that key.
+    return JSONResponse({"detail": message}, status_code=status)
 
 
 def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
@@ -88,8 +92,6 @@ def create_app(
     def principal(authorization: str | None) -> Principal:
         return auth.principal(authorization)
 
-    AuthHeader = Annotated[str | None, Header()]
-
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness plus a round trip to the store (no credential needed, no data shown)."""
@@ -136,10 +138,10 @@ def create_app(
         return result.model_dump(mode="json")
 
     @app.get("/api/flows/{flow_id}")
-    async def flow(flow_id: str, authorization: AuthHeader = None) -> Any:
-        """One flow with its step tree, errors and custom events."""
+    async def flow(flow_id: str, authorization: AuthHeader = None, tenant: str | None = None) -> Any:
+        """One flow with its step tree, errors and custom events; ``tenant`` narrows the lookup."""
         who = principal(authorization)
-        detail = await runner(store.flow, flow_id, who.tenant)
+        detail = await runner(store.flow, flow_id, scope_tenant(who, tenant))
         if detail is None:
             # A tenant credential gets 404 for other tenants' flows too: ids never leak.
             return _error(404, f"no flow {flow_id!r}")

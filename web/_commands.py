@@ -106,6 +106,10 @@ def up_command(status_every: float, loglevel: str) -> None:
         store = open_store(settings.clickhouse_url)
         try:
             store.migrate()
+            # In-process dashfrog.query calls read this store directly.
+            from dashfrog import query
+
+            query.use_store(store)
             api = asyncio.create_task(
                 # The store serialises its own calls: the API's reads and the
                 # processor's writes share the one chDB session safely.
