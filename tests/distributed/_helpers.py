@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class Flow:
 
 
 def build_flow(flow_id: str, events: list[dict[str, Any]]) -> Flow:
+    # Services send on their own schedules: the topic's order is not the order things happened.
+    events = sorted(events, key=lambda e: e["timestamp"])
     steps: dict[str, Step] = {}
     for e in events:
         if e["kind"] == "step_started":
@@ -71,6 +74,50 @@ def build_flow(flow_id: str, events: list[dict[str, Any]]) -> Flow:
         if s.parent_step_id in steps:
             steps[s.parent_step_id].children.append(s)
     return Flow(flow_id, events, steps)
+
+
+def _projected(detail: Any) -> dict[str, tuple[Any, ...]]:
+    return {
+        s.step_id: (s.name, s.parent_step_id, s.status, sorted(s.services), dict(s.attributes))
+        for s in detail.all_steps()
+    }
+
+
+def _emitted(flow: Flow) -> dict[str, tuple[Any, ...]]:
+    return {
+        s.step_id: (s.name, s.parent_step_id, s.status or "running", [s.service], s.attributes)
+        for s in flow.steps.values()
+    }
+
+
+def read_back(flow: Flow, timeout: float = 30.0, status: str | None = None) -> Any:
+    """``dashfrog.query.flow`` of ``flow``, once the projection shows every step it emitted.
+
+    Checks every step (name, parent, status, service, attributes), the tenant
+    and the final status (``status``, default: what flow_ended said) against
+    what the services emitted; returns the detail.
+    """
+    from dashfrog import query
+
+    (tenant,) = flow.tenants
+    want_status = status or flow.status or "running"
+    want_steps = _emitted(flow)
+    deadline = time.monotonic() + timeout
+    while True:
+        detail = query.flow(flow.flow_id, tenant=tenant)
+        if detail is not None and detail.status == want_status and _projected(detail) == want_steps:
+            break
+        if time.monotonic() > deadline:
+            seen = (detail.status, _projected(detail)) if detail is not None else None
+            raise AssertionError(
+                f"query.flow({flow.flow_id!r}) did not show {(want_status, want_steps)} "
+                f"within {timeout}s; last answer: {seen}"
+            )
+        time.sleep(0.1)  # polling interval of a condition wait
+    assert (detail.tenant, detail.status) == (tenant, want_status)
+    services = {s.service for s in flow.steps.values()}
+    assert services <= set(detail.services)
+    return detail
 
 
 def all_steps_ended(names: list[str]) -> Callable[[list[dict[str, Any]]], bool]:

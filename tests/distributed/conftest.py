@@ -6,12 +6,16 @@
 - a Flask service (``apps/flask_service.py``) served by werkzeug;
 - two Celery workers (``apps/tasks.py``, solo pool) with Redis on
   127.0.0.1:6379 as broker: one with the defaults, one strict;
+- ``dashfrog up`` (processor, chDB, API) on the same topics;
 - the test process itself plays "service A": it starts flows and calls the
   services with requests and httpx, or enqueues tasks.
 
 Every process sends its events to the session's tansu broker on topics of
-its own prefix; :class:`EventLog` reads them back, decoded, while the tests
-run. Nothing waits by sleeping: every wait is on a condition with a deadline.
+its own prefix. Tests check them twice: decoded straight from the topic
+(:class:`EventLog`, what each service emitted) and read back through
+``dashfrog.query`` from ``dashfrog up`` (what the projection made of them).
+Nothing waits by sleeping a guessed time: every wait is on a condition with
+a deadline.
 """
 
 from __future__ import annotations
@@ -176,13 +180,20 @@ class Proc:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_all([self])
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """SIGTERM to all first, then wait: they shut down side by side."""
+    for proc in procs:
+        if proc.process.poll() is None:
+            proc.process.terminate()
+    for proc in procs:
+        try:
+            proc.process.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            proc.process.wait()
 
 
 def spawn(
@@ -195,14 +206,14 @@ def spawn(
     return Proc(name, process, log, env=env, **extra)
 
 
-def wait_http(proc: Proc, deadline: float) -> None:
+def wait_http(proc: Proc, deadline: float, path: str = "/health") -> None:
     import httpx
 
     while True:
         if proc.process.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.tail()}")
         try:
-            if httpx.get(f"{proc.url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{proc.url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -222,6 +233,7 @@ class Cluster:
     flask_c: Proc
     worker: Proc
     strict_worker: Proc
+    reader: Proc
     caller_settings: Any
     outside: str | None
     procs: list[Proc]
@@ -282,12 +294,19 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     strict_worker = spawn("strict_worker", worker(f"{run}-strict"),
                            {**base, **strict, "DASHFROG_SERVICE_NAME": "strict-worker",
                             "DISTRIBUTED_CELERY_QUEUE": f"{run}-strict"}, log_dir, queue=f"{run}-strict")
-    procs = [flask_c, service_b, strict_b, celery_worker, strict_worker]
+    api_port = free_port()
+    reader = spawn("dashfrog_up", [str(Path(py).parent / "dashfrog"), "up", "--status-every", "0"],
+                   {**base, "DASHFROG_CLICKHOUSE_URL": f"chdb://{log_dir / 'chdb'}",
+                    "DASHFROG_API_HOST": "127.0.0.1", "DASHFROG_API_PORT": str(api_port),
+                    "DASHFROG_PROCESSOR_GROUP": f"{run}-processor"}, log_dir,
+                   url=f"http://127.0.0.1:{api_port}")
+    procs = [flask_c, service_b, strict_b, celery_worker, strict_worker, reader]
     events: EventLog | None = None
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         for proc in (flask_c, service_b, strict_b):
             wait_http(proc, deadline)
+        wait_http(reader, deadline, path="/healthz")
         # A round trip through each worker: it is consuming its queue.
         for proc in (celery_worker, strict_worker):
             try:
@@ -296,17 +315,17 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
                 raise RuntimeError(f"{proc.name} did not run a task: {exc}\n{proc.tail()}") from exc
         events = EventLog(broker, topic)
         # The test process is "service A": seed-like, no secret.
-        caller = Settings(kafka_bootstrap=broker, topic_prefix=prefix, service_name="service-a", linger_ms=5)
+        caller = Settings(kafka_bootstrap=broker, topic_prefix=prefix, service_name="service-a",
+                          linger_ms=5, api_url=reader.url)
         dashfrog.with_requests()
         dashfrog.with_httpx()
         dashfrog.with_celery(tasks.app)
         yield Cluster(broker, prefix, topic, events, service_b, strict_b, flask_c, celery_worker,
-                      strict_worker, caller, outside_address(), procs, base, log_dir)
+                      strict_worker, reader, caller, outside_address(), procs, base, log_dir)
     finally:
         if events is not None:
             events.close()
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import requests
 from celery import group
 
 from dashfrog import flow, step
-from tests.distributed._helpers import all_steps_ended, build_flow
+from tests.distributed._helpers import all_steps_ended, build_flow, read_back
 from tests.distributed.apps import tasks
 from tests.distributed.conftest import Cluster
 
@@ -38,16 +38,20 @@ def test_seed_async_task_flow(dist: Cluster) -> None:
         ("send_notification", "worker", "success"),
     ]
     assert all(s.status == "success" for s in got.steps.values())
+    detail = read_back(got)
+    assert (detail.status, sorted(detail.services)) == ("success", ["service-b", "worker"])
 
 
 def test_retries_record_each_attempt(dist: Cluster) -> None:
-    with flow.start(name="charge", tenant="tenant-retry") as flow_id:
+    with flow.start(name="charge", tenant="tenant-retry", end_on_exit=False) as flow_id:
         with step.start("enqueue") as enqueue_step:
             result = tasks.flaky.apply_async(args=[2], queue=dist.worker.queue)
     assert result.get(timeout=30) == 3
+    flow.end(flow_id=flow_id)
 
     got = build_flow(flow_id, dist.events.of_flow(flow_id, until=lambda evs: sum(
-        1 for e in evs if e["kind"] == "step_ended" and e["step_name"] == "try_charge") == 3))
+        1 for e in evs if e["kind"] == "step_ended" and e["step_name"] == "try_charge") == 3
+        and any(e["kind"] == "flow_ended" for e in evs)))
     attempts = sorted(got.named(TASK + "flaky"), key=lambda s: s.attributes["attempt"])
     assert [(s.attributes["attempt"], s.status, s.service) for s in attempts] == [
         ("1", "failed", "worker"), ("2", "failed", "worker"), ("3", "success", "worker")
@@ -59,6 +63,11 @@ def test_retries_record_each_attempt(dist: Cluster) -> None:
     ]
     assert len({s.attributes["task_id"] for s in attempts}) == 1
     assert got.tenants == {"tenant-retry"}
+    assert got.status == "success"  # what flow.end() said
+    # The projection fails a flow when any of its steps failed, and the first two
+    # attempts did (storage's rule, from the seed's "Error Handling").
+    detail = read_back(got, status="failed")
+    assert [s.attributes["attempt"] for s in detail.all_steps() if s.name == TASK + "flaky"] == ["1", "2", "3"]
 
 
 def test_chains_groups_and_chords_keep_the_flow(dist: Cluster) -> None:
@@ -77,3 +86,4 @@ def test_chains_groups_and_chords_keep_the_flow(dist: Cluster) -> None:
     assert (got.status, got.ended_by, got.tenants) == ("success", "worker", {"tenant-canvas"})
     assert {s.service for s in got.steps.values() if s.name != "fan_out"} == {"worker"}
     assert all(s.status == "success" for s in got.steps.values())
+    read_back(got)

@@ -11,8 +11,16 @@ import httpx
 import pytest
 
 from dashfrog._broker import free_port
-from tests.distributed._helpers import build_flow
-from tests.distributed.conftest import REPO, START_TIMEOUT_S, Cluster, Proc, spawn, wait_http
+from tests.distributed._helpers import build_flow, read_back
+from tests.distributed.conftest import (
+    REPO,
+    START_TIMEOUT_S,
+    Cluster,
+    Proc,
+    spawn,
+    stop_all,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,24 +56,42 @@ def example(cluster: Cluster) -> Iterator[str]:
             wait_http(proc, deadline)
         yield procs[2].url
     finally:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
 
 
 def test_order_flows_through_three_services(dist: Cluster, example: str) -> None:
-    order = {"items": ["sku-1", "sku-2"], "amount": 42, "flaky_warehouse": True}
+    order = {"items": ["sku-1", "sku-2"], "amount": 42}
     body = httpx.post(f"{example}/orders/acme-corp", json=order, timeout=10).json()
     assert body["status"] == "accepted"
     flow_id = body["flow_id"]
 
     got = build_flow(flow_id, dist.events.of_flow(flow_id, timeout=60))
     assert (got.status, got.ended_by, got.tenants) == ("success", "fulfilment", {"acme-corp"})
-    services = {(s.name, s.service) for s in got.steps.values()}
-    assert {("validate_order", "orders"), ("call_payments", "orders"), ("charge_payment", "payments"),
-            ("enqueue_fulfilment", "payments"), ("ship", "fulfilment")} <= services
+    assert [(s.name, s.service, s.status) for s in got.steps.values()] == [
+        ("validate_order", "orders", "success"),
+        ("call_payments", "orders", "success"),
+        ("charge_payment", "payments", "success"),
+        ("enqueue_fulfilment", "payments", "success"),
+        ("worker.fulfil_order", "fulfilment", "success"),
+        ("reserve_stock", "fulfilment", "success"),
+        ("ship", "fulfilment", "success"),
+    ]
+    assert got.one("charge_payment").parent_step_id == got.one("call_payments").step_id
+    assert got.one("worker.fulfil_order").parent_step_id == got.one("enqueue_fulfilment").step_id
+    detail = read_back(got)
+    assert (detail.labels, sorted(detail.services)) == ({"channel": "web"}, ["fulfilment", "orders", "payments"])
+
+
+def test_flaky_warehouse_is_retried_as_a_second_attempt(dist: Cluster, example: str) -> None:
+    order = {"items": ["sku-1"], "amount": 42, "flaky_warehouse": True}
+    flow_id = httpx.post(f"{example}/orders/initech", json=order, timeout=10).json()["flow_id"]
+    got = build_flow(flow_id, dist.events.of_flow(flow_id, timeout=60))
     attempts = sorted(got.named("worker.fulfil_order"), key=lambda s: s.attributes["attempt"])
     assert [(s.attributes["attempt"], s.status) for s in attempts] == [("1", "failed"), ("2", "success")]
-    assert got.one("charge_payment").parent_step_id == got.one("call_payments").step_id
+    assert [[c.name for c in s.children] for s in attempts] == [["reserve_stock"], ["reserve_stock", "ship"]]
+    assert (got.status, got.ended_by) == ("success", "fulfilment")
+    # The projection fails a flow with a failed step, retried attempts included (storage's rule).
+    read_back(got, status="failed")
 
 
 def test_declined_payment_fails_the_flow(dist: Cluster, example: str) -> None:
@@ -76,3 +102,5 @@ def test_declined_payment_fails_the_flow(dist: Cluster, example: str) -> None:
     charge = got.one("charge_payment")
     assert (charge.service, charge.status) == ("payments", "failed")
     assert not got.named("enqueue_fulfilment")
+    detail = read_back(got)
+    assert detail.error is not None and "card declined" in (detail.error.message or "")

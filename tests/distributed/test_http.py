@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from dashfrog import flow, step
-from tests.distributed._helpers import all_steps_ended, build_flow
+from tests.distributed._helpers import all_steps_ended, build_flow, read_back
 from tests.distributed.conftest import Cluster
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,7 @@ def test_seed_service_a_to_service_b(dist: Cluster) -> None:
     got = build_flow(flow_id, dist.events.of_flow(flow_id))
     assert (got.status, got.ended_by) == ("success", "service-a")
     assert got.tenants == {"customer-123"}
+    assert read_back(got).step("process_payment").services == ["service-b"]
 
 
 async def _httpx_async(url: str) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def test_clients_and_endpoints_join_the_flow(dist: Cluster, client: str, endpoin
     assert remote.parent_step_id == call_step  # nested under the caller's step, across the wire
     assert got.one("call_b").service == "service-a"
     assert (got.status, got.tenants) == ("success", {"tenant-http"})
+    read_back(got)
 
 
 @pytest.mark.parametrize("hop", ["forward", "forward-sync"])
@@ -88,14 +90,17 @@ def test_fastapi_to_flask_two_hops(dist: Cluster, hop: str) -> None:
     assert c.attributes == {"items": "1"}
     got = build_flow(flow_id, dist.events.of_flow(flow_id))
     assert (got.status, got.tenants) == ("success", {"tenant-hops"})
+    assert sorted(read_back(got).services) == ["service-a", "service-b", "service-c"]
 
 
 def test_flask_called_directly_with_httpx(dist: Cluster) -> None:
     with flow.start(name="direct", tenant="tenant-flask") as flow_id:
         body = httpx.post(f"{dist.flask_c.url}/work", json={}, timeout=10).json()
     assert (body["flow_id"], body["tenant"]) == (flow_id, "tenant-flask")
-    got = build_flow(flow_id, dist.events.of_flow(flow_id, until=all_steps_ended(["flask_work"])))
+    got = build_flow(flow_id, dist.events.of_flow(flow_id, until=lambda evs: all_steps_ended(
+        ["flask_work"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
     assert (got.one("flask_work").service, got.one("flask_work").status) == ("service-c", "success")
+    read_back(got)
 
 
 def test_calls_outside_a_flow_carry_nothing(dist: Cluster) -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from dashfrog import flow, step
-from tests.distributed._helpers import all_steps_ended, baggage_header, build_flow
+from tests.distributed._helpers import all_steps_ended, baggage_header, build_flow, read_back
 from tests.distributed.apps import tasks
 from tests.distributed.conftest import SECRET, Cluster
 
@@ -55,6 +55,13 @@ def _forgeries(victim: str) -> dict[str, str]:
     }
 
 
+def _assert_no_attacker_flows() -> None:
+    from dashfrog import query
+
+    assert query.flow(ATTACKER_FLOW) is None
+    assert query.flows(tenant="attacker-corp").flows == []
+
+
 def _assert_untouched(dist: Cluster, victim: str, service: str) -> None:
     events = dist.events.sync()  # everything the services flushed before answering is read
     assert not [e for e in events if e["flow_id"] == victim and e["service"] == service]
@@ -78,9 +85,15 @@ def test_forged_http_context_cannot_join_another_tenants_flow(dist: Cluster) -> 
     # Control: the same service honours context signed with the shared secret.
     signed = _post(f"{url}/process", baggage_header(victim, "victim-corp", "payout", secret=SECRET))
     assert (signed["flow_id"], signed["tenant"]) == (victim, "victim-corp")
-    got = build_flow(victim, dist.events.of_flow(victim, until=all_steps_ended(["process_payment"])))
-    assert got.one("process_payment").service == "strict-b"
     flow.end(flow_id=victim)
+    got = build_flow(victim, dist.events.of_flow(victim, until=lambda evs: all_steps_ended(
+        ["process_payment"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
+    assert [(s.name, s.service) for s in got.steps.values()] == [
+        ("approve", "service-a"), ("process_payment", "strict-b")
+    ]
+    # What the projection shows: the victim's flow has its own step and the signed one, nothing forged.
+    read_back(got)
+    _assert_no_attacker_flows()
 
 
 def test_default_service_trusts_loopback_only(dist: Cluster) -> None:
@@ -104,6 +117,9 @@ def test_default_service_trusts_loopback_only(dist: Cluster) -> None:
     # From loopback (a service on this host), unsigned context is honoured by default.
     assert _post(f"{dist.service_b.url}/process", header)["flow_id"] == victim
     flow.end(flow_id=victim)
+    got = build_flow(victim, dist.events.of_flow(victim, until=lambda evs: all_steps_ended(
+        ["process_payment"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
+    assert [(s.name, s.services) for s in read_back(got).all_steps()] == [("process_payment", ["service-b"])]
 
 
 def test_oversized_baggage_is_ignored(dist: Cluster) -> None:
@@ -137,6 +153,13 @@ def test_forged_task_messages_cannot_join_another_tenants_flow(dist: Cluster) ->
     signed = _whoami(queue, baggage_header(victim, "victim-corp", "payout", secret=SECRET))
     assert (signed["flow_id"], signed["tenant"]) == (victim, "victim-corp")
     flow.end(flow_id=victim)
+    got = build_flow(victim, dist.events.of_flow(victim, until=lambda evs: all_steps_ended(
+        ["whoami"])(evs) and any(e["kind"] == "flow_ended" for e in evs)))
+    assert {(s.name, s.service) for s in got.steps.values()} == {
+        ("whoami", "strict-worker"), ("tests.distributed.apps.tasks.whoami", "strict-worker")
+    }
+    read_back(got)
+    _assert_no_attacker_flows()
 
 
 def test_default_worker_trusts_its_broker(dist: Cluster) -> None:
