@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import BENCHMARKS
@@ -93,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per benchmark (default 900, quick 180)"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="benchmarks run at once (default 1; more only for smoke runs: they disturb each other)",
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -101,15 +108,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     names = args.names or list(BENCHMARKS)
     timeout = args.timeout or (180.0 if args.quick else 900.0)
-    rows: list[Row] = []
-    for name in names:
+    results: dict[str, list[Row]] = {}
+
+    def one(name: str) -> None:
         print(f"running {name}{' (quick)' if args.quick else ''}...", file=sys.stderr, flush=True)
-        found, elapsed = run_one(name, args.quick, timeout)
+        results[name], elapsed = run_one(name, args.quick, timeout)
         print(f"  {name} took {elapsed:.1f}s", file=sys.stderr, flush=True)
-        rows.extend(found)
+
+    if args.jobs > 1:
+        # Benchmarks running side by side disturb each other's figures: for smoke runs only.
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, names))
+    else:
+        for name in names:
+            one(name)
+    rows = [row for name in names for row in results[name]]
     print(
         f"Machine: {machine()}"
         + (" — quick mode: sizes too small to mean much" if args.quick else "")
+        + (f" — {args.jobs} benchmarks at once" if args.jobs > 1 else "")
     )
     print()
     print(table(rows))

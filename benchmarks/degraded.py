@@ -1,0 +1,178 @@
+"""5. Degraded mode: step overhead and memory while the broker is down.
+
+The process starts with the SDK pointed at a port where nothing listens (the
+broker is down from the start, so no memory freed by an earlier healthy phase
+can hide the queue's growth). Steps run in rounds of K until three times the
+queue bound in events has been emitted: the queue fills, then every further
+event is dropped and counted. Then a broker starts on that port, the SDK
+recovers and sends what it kept, and the same rounds run again while it is
+healthy.
+
+- Step overhead: median time per step, broker down vs healthy. Healthy is
+  the sustained figure of the client overhead benchmark (a round's loop plus
+  the flush until the broker acknowledged it, so the sender thread's share of
+  the GIL counts, and nothing may be dropped); down is the loop alone, since
+  nothing can be acknowledged and the application never waits for it.
+- Memory: peak growth of resident memory during the down phase vs the
+  configured bound, ``DASHFROG_QUEUE_SIZE`` x the measured size of one queued
+  event (its dict, ids and maps, measured with tracemalloc on events built by
+  the SDK's own code).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+from benchmarks._common import (
+    Row,
+    fmt_mib,
+    fmt_us,
+    median,
+    quiet_logs,
+    rss_bytes,
+    unique_prefix,
+    wait_until,
+)
+
+NAME = "degraded mode"
+
+
+def _round(k: int, flush: bool = False) -> float:
+    """Seconds per step of a round of ``k`` steps (with ``flush``: until acknowledged)."""
+    import dashfrog
+    from dashfrog import flow, step
+
+    t0 = time.perf_counter()
+    with flow.start(name="bench_degraded", tenant="bench-tenant", env="production"):
+        for i in range(k):
+            with step.start("work", item=i):
+                pass
+    if flush and not dashfrog.flush(60):
+        raise RuntimeError(f"healthy round not acknowledged: {dashfrog.stats()}")
+    return (time.perf_counter() - t0) / k
+
+
+class _Collector:
+    """Stands in for the sender while measuring event size: keeps what ``emit`` gets."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def event_size(n_steps: int = 5_000) -> float:
+    """Bytes one queued event holds, on average, for the steps this benchmark emits."""
+    from dashfrog import _flow
+
+    collector = _Collector()
+    original = _flow.get_sender
+    _flow.get_sender = lambda settings: collector  # type: ignore[assignment,return-value]
+    try:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        _round(n_steps)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    finally:
+        _flow.get_sender = original
+    return (after - before) / len(collector.events)
+
+
+def run(quick: bool) -> list[Row]:
+    import dashfrog
+    from dashfrog._broker import ensure_topics_sync, free_port, start_broker
+    from dashfrog._settings import set_settings
+
+    quiet_logs()
+    queue_size = 5_000 if quick else 50_000
+    k = 1_000 if quick else 5_000
+    down_rounds = max(3, (3 * queue_size // 2) // k)
+    healthy_rounds = 3 if quick else 10
+    port = free_port()
+    prefix = unique_prefix("degraded")
+    settings = dashfrog.setup(
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        topic_prefix=prefix,
+        service_name="bench",
+        queue_size=queue_size,
+    )
+    broker = None
+    try:
+        # Start the sender and let it fail to connect once, so its thread and aiokafka are loaded.
+        _round(10)
+        wait_until(
+            lambda: dashfrog.stats()["errors"] > 0, 30, "the sender's first failed connection"
+        )
+        gc.collect()
+        rss0 = rss_bytes()
+        peak = rss0
+        down: list[float] = []
+        for _ in range(down_rounds):
+            down.append(_round(k))
+            peak = max(peak, rss_bytes())
+        down_stats = dashfrog.stats()
+
+        broker = start_broker(port)
+        ensure_topics_sync(broker.bootstrap, {settings.topic: 6, settings.dlq: 1})
+        recover_t0 = time.perf_counter()
+        if not dashfrog.flush(60):
+            raise RuntimeError(
+                f"the SDK did not recover after the broker came up: {dashfrog.stats()}"
+            )
+        recovery_s = time.perf_counter() - recover_t0
+        recovered = dashfrog.stats()
+
+        healthy: list[float] = []
+        for _ in range(healthy_rounds):
+            healthy.append(_round(k, flush=True))
+        healthy_stats = dashfrog.stats()
+        per_event = event_size()
+    finally:
+        dashfrog.shutdown(10)
+        set_settings(None)
+        if broker is not None:
+            broker.stop()
+
+    d, h = median(down), median(healthy)
+    growth = peak - rss0
+    bound = queue_size * per_event
+    kept = recovered["sent"]
+    emitted = down_stats["accepted"] + down_stats["dropped"]
+    healthy_dropped = healthy_stats["dropped"] - recovered["dropped"]
+    return [
+        Row(
+            f"{NAME}: step overhead (broker down)",
+            f"{fmt_us(d)} / step",
+            f"healthy {fmt_us(h)} / step",
+            d / h,
+            "≤ 2x",
+            d / h <= 2 and healthy_dropped == 0,
+            [
+                f"broker down: {down_rounds} rounds of {k:,} steps (median; slowest round "
+                f"{fmt_us(max(down))}); {emitted:,} events emitted, {down_stats['dropped']:,} dropped "
+                f"once the {queue_size:,}-event queue was full",
+                f"healthy: {healthy_rounds} rounds of {k:,} steps against a live broker, loop + flush "
+                f"until acknowledged (median), dropped {healthy_dropped:,}",
+                f"after the broker came up the SDK sent the {kept:,} events it kept in {recovery_s:.1f}s",
+            ],
+        ),
+        Row(
+            f"{NAME}: memory (broker down)",
+            f"RSS +{fmt_mib(growth)}",
+            f"bound {fmt_mib(bound)}",
+            growth / bound,
+            "≤ 1x (within bound)",
+            growth <= bound,
+            [
+                f"bound = DASHFROG_QUEUE_SIZE {queue_size:,} x {per_event:,.0f} bytes per queued "
+                f"event (tracemalloc over events built by the SDK); peak RSS growth sampled after "
+                f"each round, from {fmt_mib(rss0)}",
+            ],
+        ),
+    ]
