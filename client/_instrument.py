@@ -38,12 +38,15 @@ _lock = threading.Lock()
 
 
 def _require(module: str, extra: str) -> None:
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        # The instrumentation package imports its framework: both are checked.
+        importlib.import_module(module)
+    except ImportError as exc:
         raise ConfigurationError(
-            f"{module} is not installed; install it with: pip install 'dashfrog[{extra}]'"
-        )
+            f"{exc.name or module} is not installed; with_{extra}() needs: pip install 'dashfrog[{extra}]'"
+        ) from exc
 
 
 def ensure_propagators() -> None:
