@@ -86,7 +86,7 @@ class Processor:
             topic_partitions=settings.topic_partitions,
             topic_disable_leader=True,  # no tables, so nothing needs a leader topic
             broker_rebalance_timeout=settings.rebalance_timeout_s,
-            broker_session_timeout=max(10.0, settings.rebalance_timeout_s),
+            broker_session_timeout=max(6.0, settings.rebalance_timeout_s),
             broker_heartbeat_interval=1.0,
             # Commit soon after a write so a restart replays little.
             broker_commit_interval=0.5,
