@@ -59,7 +59,7 @@ def main() -> int:
                      "flaky_warehouse": i % 3 == 1}
             body = httpx.post(f"{a}/orders/{customers[i % 3]}", json=order, timeout=10).json()
             print(f"order for {customers[i % 3]}: {body['status']}  flow {body['flow_id']}")
-        print("Ctrl-C to stop. Look at the flows: .venv/bin/dashfrog flows, or http://localhost:8000")
+        print("Ctrl-C to stop. The flows: curl 'http://127.0.0.1:8000/api/flows?name=order_fulfilment'")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
