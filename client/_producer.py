@@ -31,6 +31,9 @@ log = logging.getLogger("dashfrog")
 _MAX_MESSAGE_BYTES = 900_000
 _LOG_EVERY_S = 10.0
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# aiokafka's murmur2 is pure Python (about 5 µs a key) and runs under the GIL
+# the application needs; a flow's events share their key, so hashes are kept.
+_KEY_HASH_CACHE = 65_536
 
 
 class Sender:
@@ -41,6 +44,7 @@ class Sender:
         self._queue: deque[schemas.Event] = deque()
         self._capacity = settings.queue_size
         self._inflight = 0  # events handed to aiokafka, not yet acknowledged
+        self._key_hashes: dict[str, int] = {}  # flow id → murmur2, sender thread only
         self._space = threading.Condition()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -213,16 +217,23 @@ class Sender:
         self._inflight += len(taken)
         groups: dict[int, list[schemas.Event]] = {}
         n = len(partitions)
+        hashes = self._key_hashes
         for event in taken:
-            # Same mapping as Kafka's default partitioner for the key flow_id.
-            p = partitions[(murmur2(event["flow_id"].encode()) & 0x7FFFFFFF) % n]
+            flow_id = event["flow_id"]
+            h = hashes.get(flow_id)
+            if h is None:
+                if len(hashes) >= _KEY_HASH_CACHE:
+                    hashes.clear()
+                # Same mapping as Kafka's default partitioner for the key flow_id.
+                h = hashes[flow_id] = murmur2(flow_id.encode()) & 0x7FFFFFFF
+            p = partitions[h % n]
             groups.setdefault(p, []).append(event)
         sends = []
         size = self.settings.batch_max_events
         for partition, events in groups.items():
             for i in range(0, len(events), size):
-                for chunk in _fit(events[i : i + size]):
-                    sends.append((chunk, await self._send(producer, partition, chunk)))
+                for chunk, value in _fit(events[i : i + size]):
+                    sends.append((chunk, await self._send(producer, partition, chunk, value)))
         for chunk, future in sends:
             try:
                 if future is None:
@@ -239,11 +250,13 @@ class Sender:
         with self._space:
             self._space.notify_all()
 
-    async def _send(self, producer: Any, partition: int, chunk: list[schemas.Event]) -> Any:
+    async def _send(
+        self, producer: Any, partition: int, chunk: list[schemas.Event], value: bytes | None
+    ) -> Any:
         try:
             return await producer.send(
                 self.settings.topic,
-                value=schemas.encode(chunk),
+                value=schemas.encode(chunk) if value is None else value,
                 key=chunk[0]["flow_id"].encode(),
                 partition=partition,
                 headers=schemas.headers(),
@@ -260,10 +273,18 @@ class Sender:
         return True
 
 
-def _fit(events: list[schemas.Event]) -> list[list[schemas.Event]]:
-    """Split ``events`` so that each encoded message stays under Kafka's size limit."""
-    if len(events) <= 1 or len(schemas.encode(events)) <= _MAX_MESSAGE_BYTES:
-        return [events]
+def _fit(events: list[schemas.Event]) -> list[tuple[list[schemas.Event], bytes | None]]:
+    """Split ``events`` so that each encoded message stays under Kafka's size limit.
+
+    Returns each part with its encoding (None for a single event, which
+    ``_send`` encodes): Avro encoding is most of the sender's CPU, under the
+    application's GIL, so a message is encoded once.
+    """
+    if len(events) <= 1:
+        return [(events, None)]
+    value = schemas.encode(events)
+    if len(value) <= _MAX_MESSAGE_BYTES:
+        return [(events, value)]
     half = len(events) // 2
     return _fit(events[:half]) + _fit(events[half:])
 
