@@ -64,17 +64,17 @@ WHERE {where}
 GROUP BY tenant, flow_id
 """
 
-# A flow fails when it ends failed or when any of its steps failed, even if
-# the flow caught the exception and exited normally (flows-seed "Error Handling").
+# A flow's outcome is what its flow_ended event says. The SDK already ends a
+# flow failed when one of its steps failed and the flow caught the exception
+# (flows-seed "Error Handling"); a failed attempt that was retried and then
+# succeeded leaves the flow successful. Failed steps stay visible in the counts.
 _FLOW_ROWS = (
     """
 SELECT
     tenant,
     flow_id,
     name_ AS name,
-    multiIf(end_failed_ = 1 OR steps_failed_ > 0, 'failed',
-            end_success_ = 1, 'success',
-            'running') AS status,
+    multiIf(end_failed_ = 1, 'failed', end_success_ = 1, 'success', 'running') AS status,
     status = 'running' AND toUnixTimestamp64Micro(last_activity_) < {stalled_before:Int64} AS stalled,
     toUnixTimestamp64Micro(coalesce(started_at_, first_seen_)) AS started_us,
     toUnixTimestamp64Micro(ended_at_) AS ended_us,

@@ -57,7 +57,9 @@ def _events(tenant: str, flow_id: str, fail: bool = False) -> list[dict[str, Any
             **base,
             "event_id": flow_id + "4",
             "kind": "flow_ended",
-            "status": "success",
+            # As the SDK does: a flow whose step failed ends failed.
+            "status": "failed" if fail else "success",
+            "error": error if fail else None,
             "timestamp": t + 30,
         },
     ]

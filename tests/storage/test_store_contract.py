@@ -42,6 +42,7 @@ class Flow:
         self.flow_id = flow_id or f"{self.t // 1000:012x}{os.urandom(10).hex()}"
         self.labels = labels or {}
         self.events: list[dict[str, Any]] = []
+        self.step_error: str | None = None  # first failed step, as the SDK remembers it
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         self.t += 1000
@@ -94,6 +95,8 @@ class Flow:
     def step_end(
         self, step_id: str, name: str, error: str | None = None, service: str | None = None
     ) -> None:
+        if error and self.step_error is None:
+            self.step_error = error
         self._event(
             "step_ended",
             step_id=step_id,
@@ -113,10 +116,14 @@ class Flow:
     def event(self, name: str, step_id: str | None = None, **attributes: str) -> None:
         self._event("flow_event", step_name=name, step_id=step_id, attributes=attributes)
 
-    def end(self, error: str | None = None, service: str | None = None) -> Flow:
+    def end(
+        self, error: str | None = None, service: str | None = None, status: str | None = None
+    ) -> Flow:
+        # Like the SDK: a flow whose step failed ends failed unless told otherwise.
+        error = error or (self.step_error if status is None else None)
         self._event(
             "flow_ended",
-            status="failed" if error else "success",
+            status=status or ("failed" if error else "success"),
             error={"type": "builtins.RuntimeError", "message": error, "stack": "tb"}
             if error
             else None,
@@ -213,7 +220,7 @@ class StoreContract:
         # and exits normally, yet shows as failed with the error details.
         f = Flow().start()
         f.run_step("validate", error="Invalid data format")
-        f.end()
+        f.end()  # the SDK ends such a flow failed, carrying the step's error
         store.insert_events(f.events, "t1")
         (s,) = store.flows(status="failed")
         assert s.flow_id == f.flow_id and s.ended_at is not None
@@ -225,8 +232,22 @@ class StoreContract:
         )
         d = store.flow(f.flow_id)
         assert d.steps[0].status == "failed" and d.steps[0].error.message == "Invalid data format"
-        assert [e.message for e in d.errors] == ["Invalid data format"]
+        # The step's error, then the flow's end repeating it.
+        assert [(e.step_name, e.message) for e in d.errors] == [
+            ("validate", "Invalid data format"),
+            (None, "Invalid data format"),
+        ]
         assert store.flows(status="success").flows == []
+
+    def test_retried_step_that_finally_succeeds_leaves_flow_successful(self, store: Any) -> None:
+        f = Flow().start()
+        f.run_step("charge", error="card network timeout")
+        f.run_step("charge")
+        f.end(status="success")  # e.g. a Celery task's flow.end() after its retry succeeded
+        store.insert_events(f.events, "t1")
+        (s,) = store.flows()
+        assert s.status == "success" and s.steps_failed == 1
+        assert s.error is not None and s.error.message == "card network timeout"
 
     def test_flow_failing_itself(self, store: Any) -> None:
         f = Flow().start()
@@ -239,8 +260,10 @@ class StoreContract:
 
     def test_never_ending_flow_stays_running_then_stalls(self, store: Any) -> None:
         now = datetime.now(UTC)
-        old = simple(end=False, start_us=NOW_US - 10 * 60 * 1_000_000)
-        fresh = Flow(start_us=NOW_US - 5_000_000).start()
+        # Relative to this test's clock: the suite may run long after import.
+        now_us = int(now.timestamp() * 1_000_000)
+        old = simple(end=False, start_us=now_us - 10 * 60 * 1_000_000)
+        fresh = Flow(start_us=now_us - 5_000_000).start()
         fresh.step("read")
         store.insert_events(old.events + fresh.events, "t1")
         by_id = {s.flow_id: s for s in store.flows(now=now)}
