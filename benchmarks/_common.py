@@ -75,6 +75,14 @@ def rss_bytes() -> int:
     return 0
 
 
+def thread_cpu_seconds(native_id: int) -> float | None:
+    """CPU time a thread of this process has used (Linux schedstat), None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/self/task/{native_id}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    return None
+
+
 # -- numbers ------------------------------------------------------------------
 
 
