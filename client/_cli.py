@@ -15,7 +15,12 @@ import click
 _LAZY_COMMANDS: dict[str, str] = {
     "api": "dashfrog.web._commands:api_command",
     "events": "dashfrog._tail:events",
+    "flow": "dashfrog._query_cli:flow_command",
+    "flows": "dashfrog._query_cli:flows_command",
+    "rebuild": "dashfrog._query_cli:rebuild_command",
     "settings": "dashfrog._cli:settings_command",
+    "sql": "dashfrog._query_cli:sql_command",
+    "stats": "dashfrog._query_cli:stats_command",
     "up": "dashfrog.web._commands:up_command",
     "worker": "dashfrog.streams._worker:worker_command",
 }

@@ -1,0 +1,268 @@
+"""``dashfrog flows``, ``flow``, ``stats``, ``sql`` and ``rebuild``: the read side on the command line.
+
+They go through ``dashfrog.query``, so they read the store directly when it
+is a ClickHouse server and ask the running ``dashfrog up`` / ``dashfrog api``
+over HTTP otherwise (a chDB store belongs to the process that opened it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from dashfrog._exceptions import DashfrogError
+
+T = TypeVar("T")
+
+
+def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a query; turn DashFrog errors into a one-line message and exit code 1."""
+    try:
+        return fn(*args, **kwargs)
+    except DashfrogError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def render_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], width: int = 48) -> str:
+    """A plain aligned text table; long cells are cut to ``width`` characters."""
+    cells = [[_text(v) for v in row] for row in rows]
+    cells = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in cells]
+    widths = [max([len(col), *(len(row[i]) for row in cells)]) for i, col in enumerate(columns)]
+    lines = ["  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str] | None:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--label")
+        labels[key] = value
+    return labels or None
+
+
+def _dump(model: Any) -> str:
+    return json.dumps(model.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+@click.command("flows")
+@click.option("--tenant", help="Only this customer's flows.")
+@click.option(
+    "--status",
+    type=click.Choice(["running", "success", "failed", "stalled"]),
+    help="Only flows in this state.",
+)
+@click.option("--name", help="Only flows with this name.")
+@click.option(
+    "--label",
+    "label_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label that must match (repeatable).",
+)
+@click.option("--since", help="Started at or after: ISO 8601, e.g. 2026-11-25T10:00:00Z.")
+@click.option("--until", help="Started at or before: ISO 8601.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", help="next_cursor of a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per flow, per line.")
+def flows_command(
+    tenant: str | None,
+    status: str | None,
+    name: str | None,
+    label_pairs: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List flows, newest first."""
+    from dashfrog import query
+
+    found = _call(
+        query.flows,
+        tenant=tenant,
+        status=status,
+        name=name,
+        labels=_labels(label_pairs),
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    if as_json:
+        for summary in found:
+            click.echo(json.dumps(summary.model_dump(mode="json"), sort_keys=True))
+        return
+    columns = ("flow_id", "tenant", "name", "status", "step", "started", "ms", "labels", "error")
+    rows = [
+        (
+            f.flow_id,
+            f.tenant,
+            f.name,
+            "stalled" if f.stalled else f.status,
+            (f.error.step_name if f.error and f.error.step_name else f.current_step),
+            f.started_at,
+            f.duration_ms,
+            f.labels,
+            f"{f.error.type}: {f.error.message}" if f.error else None,
+        )
+        for f in found
+    ]
+    click.echo(render_table(columns, rows))
+    if found.next_cursor:
+        click.echo(f"\nmore: --cursor {found.next_cursor}")
+
+
+@click.command("flow")
+@click.argument("flow_id")
+@click.option("--tenant", help="Fail unless the flow belongs to this tenant.")
+@click.option("--json", "as_json", is_flag=True, help="The whole flow as JSON.")
+def flow_command(flow_id: str, tenant: str | None, as_json: bool) -> None:
+    """One flow: its steps (nested), errors and custom events."""
+    from dashfrog import query
+
+    detail = _call(query.flow, flow_id, tenant=tenant)
+    if detail is None:
+        raise click.ClickException(
+            f"no flow {flow_id!r}" + (f" for tenant {tenant!r}" if tenant else "")
+        )
+    if as_json:
+        click.echo(_dump(detail))
+        return
+    status = "stalled" if detail.stalled else detail.status
+    click.echo(f"{detail.name} [{status}]  tenant={detail.tenant}  id={detail.flow_id}")
+    click.echo(
+        f"started {_text(detail.started_at)}  ended {_text(detail.ended_at) or '-'}  {_text(detail.duration_ms)} ms"
+    )
+    if detail.labels:
+        click.echo(f"labels  {_text(detail.labels)}")
+    click.echo(f"services {_text(detail.services)}")
+    for root in detail.steps:
+        for step, depth in _walk(root, 0):
+            line = f"{'  ' * (depth + 1)}- {step.name} [{step.status}] {_text(step.duration_ms)} ms ({_text(step.services)})"
+            if step.attributes:
+                line += f" {_text(step.attributes)}"
+            click.echo(line)
+            if step.error:
+                click.echo(f"{'  ' * (depth + 2)}{step.error.type}: {step.error.message}")
+    for event in detail.events:
+        click.echo(f"  * event {event.name} {_text(event.attributes)} at {_text(event.timestamp)}")
+    flow_errors = [e for e in detail.errors if e.step_name is None]
+    for error in flow_errors:
+        click.echo(f"  flow error {error.type}: {error.message}")
+
+
+def _walk(step: Any, depth: int) -> Iterable[tuple[Any, int]]:
+    yield step, depth
+    for child in step.children:
+        yield from _walk(child, depth + 1)
+
+
+@click.command("stats")
+@click.option("--tenant", help="Only this customer's flows.")
+@click.option("--name", help="Only flows with this name.")
+@click.option("--since", help="Started at or after (ISO 8601).")
+@click.option("--until", help="Started at or before (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True)
+def stats_command(
+    tenant: str | None, name: str | None, since: str | None, until: str | None, as_json: bool
+) -> None:
+    """Runs, success rate, duration percentiles and failures per step."""
+    from dashfrog import query
+
+    result = _call(query.stats, tenant=tenant, name=name, since=since, until=until)
+    if as_json:
+        click.echo(_dump(result))
+        return
+    rate = "-" if result.success_rate is None else f"{result.success_rate:.1%}"
+    click.echo(
+        f"runs {result.runs}  running {result.running}  stalled {result.stalled}  "
+        f"succeeded {result.succeeded}  failed {result.failed}  success rate {rate}"
+    )
+    click.echo(
+        f"duration p50 {_text(result.duration_p50_ms)} ms  p95 {_text(result.duration_p95_ms)} ms  "
+        f"p99 {_text(result.duration_p99_ms)} ms"
+    )
+    if result.failures_by_step:
+        click.echo(
+            render_table(
+                ("step", "failures"), ((f.step_name, f.failures) for f in result.failures_by_step)
+            )
+        )
+
+
+@click.command("sql")
+@click.argument("statement")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Bind {NAME:Type} (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+def sql_command(statement: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE)."""
+    from dashfrog import query
+
+    bound: dict[str, str] = {}
+    for pair in params:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--param")
+        bound[key] = value
+    result = _call(query.sql, statement, bound or None)
+    if as_json:
+        for row in result:
+            click.echo(json.dumps(row, sort_keys=True, default=str))
+        return
+    click.echo(
+        render_table(result.columns, ([row.get(c) for c in result.columns] for row in result))
+    )
+
+
+@click.command("rebuild")
+@click.confirmation_option(prompt="Re-project flows and steps from the raw events?")
+def rebuild_command() -> None:
+    """Re-project flows and steps from the raw events table.
+
+    With the embedded chDB store, stop `dashfrog up` first: its store belongs
+    to one process. Against a ClickHouse server it can run any time.
+    """
+    from dashfrog._settings import get_settings
+    from dashfrog.storage import open_store
+
+    settings = get_settings()
+    store = _call(open_store, settings.clickhouse_url)
+    try:
+        _call(store.migrate)
+        _call(store.rebuild)
+        counts = store.select(
+            "SELECT (SELECT uniqExact(flow_id) FROM flows) AS flows, (SELECT count() FROM events) AS events"
+        )
+    finally:
+        store.close()
+    row = counts[0]
+    click.echo(f"rebuilt {row['flows']} flows from {row['events']} events")
