@@ -42,3 +42,17 @@ def test_cli_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in ("events", "settings"):
         assert command in result.output
+
+
+def test_kubernetes_manifest_uses_real_commands_and_settings() -> None:
+    documents = list(yaml.safe_load_all((ROOT / "deploy/kubernetes/dashfrog.yaml").read_text()))
+    commands = set(main.list_commands(None))  # type: ignore[arg-type]
+    known = {f"DASHFROG_{name.upper()}" for name in Settings.model_fields}
+    config = next(d for d in documents if d["kind"] == "ConfigMap")
+    assert set(config["data"]) <= known
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {"dashfrog-worker", "dashfrog-api"}
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"][0] in commands
+        assert {e["name"] for e in container.get("env", [])} <= known
