@@ -1,4 +1,4 @@
-"""The JSON read API over a store.
+"""The JSON read API over a store, the live stream and the web UI.
 
 Responses are the models of :mod:`dashfrog._models` dumped as JSON: they are
 the contract ``dashfrog.query`` parses. The SQL lives in
@@ -8,13 +8,17 @@ credentials and runs store calls off the event loop.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from dashfrog._exceptions import QueryError
@@ -22,6 +26,20 @@ from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage._base import SqlStore
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
+from dashfrog.web._live import LiveHub, TooManySubscribers
+
+STATIC = Path(__file__).parent / "static"
+
+# The page loads only its own script and style; data never becomes markup.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 # Runs a blocking store call; ``dashfrog up`` passes the processor's store
 # thread so reads and writes of one chDB session never overlap.
@@ -52,8 +70,10 @@ def create_app(
     settings: Settings | None = None,
     *,
     run: StoreRunner | None = None,
+    live_interval_s: float = 1.0,
 ) -> FastAPI:
-    """The HTTP API serving ``store``; ``run`` runs blocking store calls (default: a thread pool)."""
+    """The HTTP API and UI serving ``store``; ``run`` runs blocking store calls
+    (default: a thread pool); the live stream polls the store every ``live_interval_s``."""
     settings = settings or get_settings()
     auth = Authenticator(settings)
     runner: StoreRunner = run or run_in_threadpool
@@ -66,6 +86,8 @@ def create_app(
     )
     app.state.store = store
     app.state.settings = settings
+    hub = LiveHub(store, runner, interval_s=live_interval_s)
+    app.state.live = hub
 
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
@@ -165,6 +187,44 @@ def create_app(
         )
         result = await runner(store.find_stats, flt)
         return result.model_dump(mode="json")
+
+    @app.get("/api/whoami")
+    async def whoami(authorization: AuthHeader = None) -> Any:
+        """Who the credential is: the tenant it reads, or every tenant."""
+        who = principal(authorization)
+        return {"tenant": who.tenant, "admin": who.is_admin, "open": auth.open}
+
+    @app.get("/api/stream")
+    async def stream(request: Request, authorization: AuthHeader = None, tenant: str | None = None) -> Any:
+        """Server-sent events: ``flows`` (summaries whose state changed, each in
+        the caller's tenant scope), ``resync`` (reload: updates were dropped)
+        and ``hello`` on connect. Send the token as a header (fetch-based
+        streaming): it never goes in the URL."""
+        scope = scope_tenant(principal(authorization), tenant)
+        try:
+            sub = hub.subscribe(scope)
+        except TooManySubscribers as exc:
+            return _error(503, str(exc))
+
+        async def messages() -> AsyncIterator[dict[str, str]]:
+            try:
+                yield {"event": "hello", "data": json.dumps({"tenant": scope})}
+                while True:
+                    message = await sub.queue.get()
+                    kind = message.pop("type")
+                    yield {"event": kind, "data": json.dumps(message, separators=(",", ":"))}
+            finally:
+                hub.unsubscribe(sub)
+
+        return EventSourceResponse(
+            messages(), ping=15, send_timeout=30, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.post("/api/sql")
     async def sql(
