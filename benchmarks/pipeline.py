@@ -91,14 +91,64 @@ async def raw_consume(
         await consumer.stop()
 
 
+class _Timings:
+    """Where the worker's time goes: wraps the store's write methods and the agent's read function.
+
+    Only observes: each wrapped call runs unchanged. Whichever of the write
+    paths the processor uses (decoded events, or undecoded Avro messages for
+    a store that reads Avro itself) is timed.
+    """
+
+    STORE = ("insert_events", "insert_encoded")
+    AGENT = ("decode_message", "inspect_message")
+
+    def __init__(self, store: Any) -> None:
+        from dashfrog.streams import _processor
+
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        for name in self.STORE:
+            if callable(getattr(store, name, None)):
+                setattr(store, name, self._wrap(name, getattr(store, name)))
+        for name in self.AGENT:
+            if callable(getattr(_processor, name, None)):
+                setattr(_processor, name, self._wrap(name, getattr(_processor, name)))
+
+    def _wrap(self, name: str, fn: Any) -> Any:
+        self.seconds[name] = 0.0
+        self.calls[name] = 0
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+
+        return timed
+
+    def summary(self) -> str:
+        used = [n for n in self.seconds if self.calls[n]]
+        store = [
+            f"{n} {self.seconds[n]:.2f}s ({self.calls[n]:,} calls)" for n in used if n in self.STORE
+        ]
+        agent = [f"{n} {self.seconds[n]:.2f}s" for n in used if n in self.AGENT]
+        return (
+            f"inside the worker: store thread {', '.join(store) or 'no writes'}; "
+            f"agent on the event loop {', '.join(agent) or 'nothing'}"
+        )
+
+
 async def run_processor(
     settings: Any, store: Any, datadir: str, n_events: int, n_flows: int, timeout: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run one worker until every event is written and visible; timings in seconds."""
     from dashfrog import query
     from dashfrog.streams import Processor
 
     query.use_store(store)
+    timings = _Timings(store)
     processor = Processor(settings, store, datadir=datadir)
     launched = time.perf_counter()
     await processor.start()
@@ -128,6 +178,7 @@ async def run_processor(
             "elapsed": visible - assigned,
             "writes": float(processor.stats.writes),
             "messages": float(processor.stats.messages),
+            "timings": timings.summary(),  # type: ignore[dict-item]
         }
     finally:
         await processor.stop()
@@ -191,6 +242,7 @@ def run(quick: bool) -> list[Row]:
         f"raw aiokafka + fastavro decode: {raw1:.2f}s and {raw2:.2f}s (best counts)",
         f"processor: {timing['elapsed']:.2f}s from partition assignment to every flow visible in "
         f"dashfrog.query, {int(timing['writes']):,} chDB writes; group join took {timing['join']:.1f}s (not timed)",
+        str(timing["timings"]),
         f"processor settings: batch {settings.processor_batch_size} messages / "
         f"{settings.processor_batch_wait_s}s wait (the defaults)",
     ]
