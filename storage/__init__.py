@@ -6,6 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dashfrog._exceptions import ConfigurationError
+from dashfrog.storage._avro import (
+    EncodedGroup,
+    GroupResult,
+    MalformedEventsError,
+    UnsupportedSchema,
+)
 from dashfrog.storage._base import SqlStore
 from dashfrog.storage._sqlcheck import read_only_statement
 from dashfrog.storage._store import Store
@@ -48,4 +54,13 @@ def open_store(
     )
 
 
-__all__ = ["SqlStore", "Store", "open_store", "read_only_statement"]
+__all__ = [
+    "EncodedGroup",
+    "GroupResult",
+    "MalformedEventsError",
+    "SqlStore",
+    "Store",
+    "UnsupportedSchema",
+    "open_store",
+    "read_only_statement",
+]

@@ -6,18 +6,24 @@ read queries. An adapter supplies three engine primitives (``_execute``,
 from __future__ import annotations
 
 import abc
+import io
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import fastavro
 import pyarrow as pa
 
+from dashfrog import schemas
+from dashfrog._exceptions import SchemaError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
 from dashfrog.storage import _queries
 from dashfrog.storage._arrow import events_to_arrow
+from dashfrog.storage._avro import EncodedGroup, GroupResult, MalformedEventsError, group_suffix
 from dashfrog.storage._schema import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
@@ -115,6 +121,54 @@ class SqlStore(abc.ABC):
         if not events:
             return
         self._insert(events_to_arrow(events), token)
+
+    def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
+        """Write the events of undecoded messages; one result per group, in order.
+
+        Each group is (writer schema JSON, message bodies without their 10-byte
+        single-object prefix). Valid events are written (the same ``token``
+        again changes nothing); a message holding invalid events (see
+        ``schemas.validate``) is reported by its index in the group, its
+        invalid events not written. Groups are written in order: when one does
+        not read as Avro with its schema, MalformedEventsError names it and
+        nothing of it or later groups was written.
+
+        This is the portable path (decode in Python, insert the rows); an
+        adapter whose engine reads Avro itself overrides it.
+        """
+        results: list[GroupResult] = []
+        reader = schemas.current_schema()
+        for index, (schema_json, bodies) in enumerate(groups):
+            try:
+                writer = fastavro.parse_schema(json.loads(schema_json))
+            except Exception as exc:
+                raise MalformedEventsError(f"writer schema does not parse: {exc}", index, results) from exc
+            valid: list[Event] = []
+            invalid: list[int] = []
+            for position, body in enumerate(bodies):
+                try:
+                    batch: Any = fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
+                    events = batch["events"]
+                except Exception as exc:
+                    raise MalformedEventsError(
+                        f"message {position} does not decode with its writer schema: {exc!r}",
+                        index,
+                        results,
+                    ) from exc
+                bad = False
+                for event in events:
+                    try:
+                        schemas.validate(event)
+                    except SchemaError:
+                        bad = True
+                    else:
+                        valid.append(event)
+                if bad:
+                    invalid.append(position)
+            if valid:
+                self.insert_events(valid, f"{token}-{group_suffix(schema_json)}")
+            results.append(GroupResult(len(valid), tuple(invalid)))
+        return results
 
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) with bound

@@ -11,13 +11,24 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import chdb
 import pyarrow as pa
 
 from dashfrog._exceptions import QueryError, StorageError
+from dashfrog.storage._avro import (
+    EncodedGroup,
+    GroupResult,
+    MalformedEventsError,
+    UnsupportedSchema,
+    check_sql,
+    group_suffix,
+    insert_sql,
+    mapping,
+    write_container,
+)
 from dashfrog.storage._base import SqlStore
 from dashfrog.storage._schema import EVENT_COLUMNS
 
@@ -71,6 +82,15 @@ def _escape(value: Any) -> str:
             .replace("\0", "\\0")
         )
     return text
+
+
+def _insert_settings(token: str) -> str:
+    # A retried batch the events table drops as a duplicate still reaches
+    # the views, so a crash between the two writes is repaired by the retry.
+    return (
+        f" SETTINGS insert_deduplication_token = {_quote(token)}, "
+        "deduplicate_blocks_in_dependent_materialized_views = 1"
+    )
 
 
 def _quote(value: str) -> str:
@@ -127,13 +147,49 @@ class ChdbStore(SqlStore):
         return [json.loads(line) for line in data.splitlines() if line]
 
     def _insert(self, table: pa.Table, token: str) -> None:
-        # A retried batch the events table drops as a duplicate still reaches
-        # the views, so a crash between the two writes is repaired by the retry.
-        sql = (
-            f"{_INSERT} SETTINGS insert_deduplication_token = {_quote(token)}, "
-            "deduplicate_blocks_in_dependent_materialized_views = 1"
-        )
-        self._run(sql, "CSV", None, batch=table)
+        self._run(_INSERT + _insert_settings(token), "CSV", None, batch=table)
+
+    def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
+        """Write undecoded messages' events with ClickHouse's own Avro reader.
+
+        Per group: the bodies go into an Avro container file (under /dev/shm
+        when it exists), one query counts the events and finds the messages
+        holding invalid ones, and ``INSERT ... SELECT`` maps the valid events
+        to the events table (see ``_avro``). Same contract as the base method.
+        """
+        results: list[GroupResult] = []
+        for index, (schema_json, bodies) in enumerate(groups):
+            if not bodies:
+                results.append(GroupResult(0))
+                continue
+            if self._conn is None:
+                raise StorageError("store is closed")
+            try:
+                sql_map = mapping(schema_json)
+            except UnsupportedSchema as exc:
+                raise UnsupportedSchema(str(exc), index, results) from exc
+            try:
+                path = write_container(schema_json, bodies)
+            except OSError as exc:
+                raise StorageError(f"cannot write the Avro spool file: {exc}") from exc
+            try:
+                try:
+                    (found,) = self._query(check_sql(path, sql_map))
+                except (StorageError, QueryError) as exc:
+                    if self._conn is None:
+                        raise
+                    raise MalformedEventsError(
+                        f"ClickHouse cannot read the messages: {exc}", index, results
+                    ) from exc
+                events, bad = int(found["events"]), int(found["bad"])
+                if events > bad:
+                    sql = insert_sql(path, sql_map, filtered=bad > 0)
+                    token_g = f"{token}-{group_suffix(schema_json)}"
+                    self._run(sql + _insert_settings(token_g), "CSV", None)
+            finally:
+                os.unlink(path)
+            results.append(GroupResult(events - bad, tuple(int(m) for m in found["invalid"])))
+        return results
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
 from dashfrog.schemas import Event
+from dashfrog.storage._avro import EncodedGroup, GroupResult
 
 
 class Store(Protocol):
@@ -27,6 +28,17 @@ class Store(Protocol):
         ``token`` names the batch deterministically (e.g. topic/partition/offset
         range): writing the same batch with the same token again, after a crash,
         changes nothing that queries return.
+        """
+
+    def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
+        """Write the events of undecoded messages, grouped by writer schema.
+
+        Each group is (writer schema JSON, message bodies after their 10-byte
+        single-object prefix). Valid events are written under ``token`` (plus
+        a per-group suffix); one result per group gives the events written and
+        the indexes of messages holding invalid events (not written). Raises
+        MalformedEventsError naming the first group that does not read (groups
+        before it were written), StorageError when the engine fails.
         """
 
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -11,8 +11,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastavro.schema import to_parsing_canonical_form
+
 from dashfrog import schemas
 from dashfrog._exceptions import SchemaError
+from dashfrog.schemas import _codec
+
+schemas_magic = _codec.MAGIC
 
 # Headers a dead-lettered message carries besides the original ones.
 DLQ_REASON = "dashfrog-dlq-reason"
@@ -38,6 +43,12 @@ class Decoded:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     # The Faust event to ack once this message's effects are durable.
     handle: Any = None
+    # Left undecoded (see inspect_message): the message value and the
+    # canonical JSON of its writer schema; ``estimate`` is its event count as
+    # the Avro array's first block announces it (for sizing writes only).
+    value: bytes | None = None
+    schema: str | None = None
+    estimate: int = 0
 
 
 def decode_message(
@@ -88,6 +99,77 @@ def decode_message(
     else:
         out.events = events
     return out
+
+
+_AVRO_PREFIX = 10  # C3 01 + 8-byte fingerprint
+_schema_json: dict[bytes, str] = {}
+
+
+def writer_schema_json(fingerprint: bytes, headers: Mapping[str, bytes] | None) -> str:
+    """Canonical JSON of the schema that wrote a message; raises SchemaError when
+    it is neither shipped with this package nor in a matching header."""
+    known = _schema_json.get(fingerprint)
+    if known is not None:
+        return known
+    parsed = _codec._writer_schema(fingerprint, headers)
+    text = to_parsing_canonical_form(parsed)
+    if len(_schema_json) >= 256:
+        _schema_json.clear()
+    _schema_json[fingerprint] = text
+    return text
+
+
+def inspect_message(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+) -> Decoded:
+    """Identify a message's writer schema without decoding its body. Never raises.
+
+    The body is decoded later by the store's engine (``insert_encoded``). A
+    message that is not Avro single-object encoded, or whose writer schema is
+    unknown and not in its headers, gets a DLQ reason here, as in
+    :func:`decode_message`.
+    """
+    header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    out = Decoded(topic, partition, offset, [], key=key, headers=header_list)
+    data = value or b""
+    if len(data) < _AVRO_PREFIX or data[:2] != schemas_magic:
+        out.reason = "undecodable: not a DashFrog event message (missing Avro single-object header)"
+        out.dlq_value = data
+        return out
+    try:
+        out.schema = writer_schema_json(bytes(data[2:_AVRO_PREFIX]), dict(header_list))
+    except SchemaError as exc:
+        out.reason = f"undecodable: {exc}"
+        out.dlq_value = data
+        return out
+    except Exception as exc:
+        out.reason = f"undecodable: {exc!r}"
+        out.dlq_value = data
+        return out
+    out.value = data
+    out.estimate = _first_block_count(data)
+    return out
+
+
+def _first_block_count(value: bytes) -> int:
+    """The count of the events array's first block (zig-zag varint after the prefix)."""
+    shift = n = 0
+    for byte in value[_AVRO_PREFIX : _AVRO_PREFIX + 10]:
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return abs((n >> 1) ^ -(n & 1))
+        shift += 7
+    return 0
+
+
+def body(item: Decoded) -> bytes:
+    """The Avro body of an inspected message (after the single-object prefix)."""
+    return (item.value or b"")[_AVRO_PREFIX:]
 
 
 def dlq_headers(item: Decoded) -> list[tuple[str, bytes]]:

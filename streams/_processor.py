@@ -29,8 +29,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dashfrog._settings import Settings
+from dashfrog.storage._avro import GroupResult, MalformedEventsError, group_suffix
 from dashfrog.storage._store import Store
-from dashfrog.streams._batch import Decoded, decode_message, dedup_token, dlq_headers, offset_ranges
+from dashfrog.streams._batch import (
+    Decoded,
+    body,
+    decode_message,
+    dedup_token,
+    dlq_headers,
+    inspect_message,
+    offset_ranges,
+)
 
 log = logging.getLogger("dashfrog.streams")
 
@@ -109,18 +118,21 @@ class Processor:
         self._stream: Any = None
         # (topic, partition) → next offset not yet durably written.
         self.done: dict[tuple[str, int], int] = {}
+        # A store that reads Avro itself gets the messages undecoded.
+        self._encoded = callable(getattr(store, "insert_encoded", None))
         self.app.agent(self.topic, name="dashfrog.streams.decode")(self._agent)
         self.app.task(self._writer)
 
-    # -- agent: decode, never ack ----------------------------------------------
+    # -- agent: identify (or decode), never ack ------------------------------------
 
     async def _agent(self, stream: Any) -> None:
         noack = stream.noack()
         self._stream = noack
         put = self._queue.put
+        read = inspect_message if self._encoded else decode_message
         async for event in noack.events():
             message = event.message
-            item = decode_message(
+            item = read(
                 message.topic, message.partition, message.offset, message.key, message.value,
                 message.headers,
             )
@@ -147,7 +159,7 @@ class Processor:
         queue = self._queue
         first = await queue.get()
         batch = [first]
-        n_events = len(first.events)
+        n_events = len(first.events) + first.estimate
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.processor_batch_wait_s
         max_messages = self.settings.processor_batch_size
@@ -163,17 +175,21 @@ class Processor:
                 except TimeoutError:
                     break
             batch.append(item)
-            n_events += len(item.events)
+            n_events += len(item.events) + item.estimate
         return batch
 
     async def _write(self, batch: list[Decoded]) -> None:
         for item in batch:
             if item.reason is not None:
                 await self._dead_letter(item)
+        token = dedup_token(offset_ranges(batch))
         events = [event for item in batch for event in item.events]
+        written = len(events)
         if events:
-            token = dedup_token(offset_ranges(batch))
             await self._durably("insert", self.store.insert_events, events, token)
+        raw = [item for item in batch if item.value is not None]
+        if raw:
+            written += await self._write_encoded(raw, token)
         # Only now is every message of the batch durable (written or dead-lettered).
         stream = self._stream
         for item in batch:
@@ -183,16 +199,86 @@ class Processor:
                 self.done[tp] = item.offset + 1
         stats = self.stats
         stats.messages += len(batch)
-        stats.events += len(events)
+        stats.events += written
         stats.writes += 1
         stats.last_write_at = time.time()
 
-    async def _durably(self, what: str, fn: Any, *args: Any) -> None:
-        """Run a blocking store call in the store thread until it succeeds.
+    async def _write_encoded(self, items: list[Decoded], token: str) -> int:
+        """Write undecoded messages through ``store.insert_encoded``; events written.
+
+        Messages the store reports as holding invalid events are decoded here
+        and dead-lettered (just their invalid events; the valid ones are
+        written). A group the engine cannot read (malformed Avro, a writer
+        schema it cannot map) is decoded here instead, message by message:
+        what decodes is written through ``insert_events``, the rest is
+        dead-lettered as undecodable.
+        """
+        by_schema: dict[str, list[Decoded]] = {}
+        for item in items:
+            by_schema.setdefault(item.schema or "", []).append(item)
+        pending = list(by_schema.items())
+        written = 0
+        while pending:
+            groups = [(schema, [body(item) for item in group]) for schema, group in pending]
+            outcome = await self._durably(
+                "insert", self.store.insert_encoded, groups, token, passthrough=MalformedEventsError
+            )
+            if not isinstance(outcome, MalformedEventsError):
+                written += await self._settle(pending, outcome, token)
+                break
+            # Groups before the failed one are written; decode that one here.
+            failed = outcome.group
+            written += await self._settle(pending[:failed], outcome.done, token)
+            schema, group = pending[failed]
+            log.warning("store cannot read %d message(s) as Avro, decoding them here: %s", len(group), outcome)
+            written += await self._write_decoded(group, f"{token}-py-{group_suffix(schema)}")
+            pending = pending[failed + 1 :]
+        return written
+
+    async def _settle(
+        self, groups: list[tuple[str, list[Decoded]]], results: list[GroupResult], token: str
+    ) -> int:
+        written = 0
+        for (_, group), result in zip(groups, results, strict=True):
+            written += result.events
+            for index in result.invalid:
+                written += await self._dead_letter_invalid(group[index], token)
+        return written
+
+    async def _write_decoded(self, group: list[Decoded], token: str) -> int:
+        decoded = [_decode(item) for item in group]
+        for item in decoded:
+            if item.reason is not None:
+                await self._dead_letter(item)
+        events = [event for item in decoded for event in item.events]
+        if events:
+            await self._durably("insert", self.store.insert_events, events, token)
+        return len(events)
+
+    async def _dead_letter_invalid(self, item: Decoded, token: str) -> int:
+        """Dead-letter the invalid events of a message whose valid ones are written."""
+        decoded = _decode(item)
+        if decoded.reason is not None:
+            await self._dead_letter(decoded)
+            return 0
+        # The store and the Python contract disagree: keep the events (a
+        # repeat of one already written changes nothing that queries return).
+        log.error("store reported invalid events in %s[%d]@%d that validate here; writing them",
+                  item.topic, item.partition, item.offset)
+        await self._durably(
+            "insert", self.store.insert_events, decoded.events, f"{token}-{item.partition}-{item.offset}"
+        )
+        return len(decoded.events)
+
+    async def _durably(
+        self, what: str, fn: Any, *args: Any, passthrough: type[BaseException] | None = None
+    ) -> Any:
+        """Run a blocking store call in the store thread until it succeeds; its result.
 
         Never raises (except cancellation, when the worker stops): an error
         leaving here would skip the ack, but leaving the batch behind and
-        moving on would let later acks commit past it.
+        moving on would let later acks commit past it. An exception of type
+        ``passthrough`` is returned instead of retried.
         """
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -200,11 +286,12 @@ class Processor:
             future = loop.run_in_executor(self.executor, fn, *args)
             self._inflight = future
             try:
-                await asyncio.shield(future)
-                return
+                return await asyncio.shield(future)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if passthrough is not None and isinstance(exc, passthrough):
+                    return exc
                 self.stats.write_failures += 1
                 self.stats.last_error = f"{what}: {exc!r}"
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
@@ -280,6 +367,13 @@ class Processor:
                 done = committed or 0
             total += max(0, high - done)
         return total
+
+
+def _decode(item: Decoded) -> Decoded:
+    """Decode an inspected message with the Python codec (same identity and handle)."""
+    out = decode_message(item.topic, item.partition, item.offset, item.key, item.value, item.headers)
+    out.handle = item.handle
+    return out
 
 
 def _credentials(settings: Settings) -> Any:

@@ -72,7 +72,7 @@ def chdb_store(store_dir: Path) -> Iterator[Any]:
 
 
 class FlakyStore:
-    """Wraps the real store; ``insert_events`` fails while ``failing`` is set."""
+    """Wraps the real store; its writes fail while ``failing`` is set."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -90,6 +90,14 @@ class FlakyStore:
             raise ConnectionError("store unavailable (test)")
         self.store.insert_events(events, token)
         self.tokens.append(token)
+
+    def insert_encoded(self, groups: Any, token: str) -> Any:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("store unavailable (test)")
+        results = self.store.insert_encoded(groups, token)
+        self.tokens.append(token)
+        return results
 
     def select(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         return self.store.select(sql, params)

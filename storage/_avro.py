@@ -1,0 +1,306 @@
+"""Encoded inserts: Kafka message bodies handed to ClickHouse as Avro, undecoded.
+
+A message value is ``C3 01`` + an 8-byte schema fingerprint + the Avro binary
+body of one ``EventBatch`` record. The bodies of messages written with one
+writer schema are wrapped, without decoding them, in an Avro Object Container
+File: a header carrying that writer schema, then one data block per message
+(count 1, the body's size, the body, the sync marker). ClickHouse reads the
+file with its own Avro reader (``file(path, 'Avro')``: one row per message, an
+``events`` array of tuples) and ``INSERT ... SELECT`` maps the events to the
+``events`` table in C++, so the processor never builds a Python object per
+event. One block per message keeps messages apart: the reader skips whatever a
+body leaves unread in its block and checks the sync marker after each, so a
+damaged message cannot shift the next one's events.
+
+Schema evolution: ClickHouse reads the data with the writer schema. The
+mapping to the table is generated per writer schema from the reader's (the
+current schema's) fields: a field the writer lacks takes the reader's default,
+a field only the writer has is ignored, as Avro resolution does. A writer
+schema the mapping cannot express exactly (a type that differs from the
+reader's, a required field without a default, other record names) is refused
+with :class:`UnsupportedSchema`, and the caller decodes those messages with
+the Python codec instead.
+
+Validity: ``VALID`` is ``dashfrog.schemas.validate`` as a SQL predicate over
+one event ``e``; tests compare the two on generated events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import Any
+
+from fastavro.schema import to_parsing_canonical_form
+
+from dashfrog import schemas
+from dashfrog._exceptions import StorageError
+from dashfrog.storage._schema import EVENT_COLUMNS
+
+# One group of an encoded insert: (writer schema JSON, message bodies without
+# their 10-byte single-object prefix).
+EncodedGroup = tuple[str, Sequence[bytes]]
+
+_MAGIC = b"Obj\x01"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """What an encoded insert did with one group."""
+
+    # Valid events written.
+    events: int
+    # Indexes (within the group) of messages holding at least one invalid
+    # event; their valid events were written, the invalid ones were not.
+    invalid: tuple[int, ...] = ()
+
+
+class MalformedEventsError(StorageError):
+    """A group's bodies do not read as Avro with their writer schema (or the
+    engine could not read them): nothing of this group or later ones was
+    written; groups before ``group`` were, with the results in ``done``."""
+
+    def __init__(self, message: str, group: int, done: Sequence[GroupResult] = ()) -> None:
+        super().__init__(message)
+        self.group = group
+        self.done: list[GroupResult] = list(done)
+
+
+class UnsupportedSchema(MalformedEventsError):
+    """The writer schema cannot be mapped to the events table in SQL."""
+
+
+# -- the container file ---------------------------------------------------------
+
+
+def _long(n: int) -> bytes:
+    """Avro ``long``: zig-zag, then base-128 varint."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def container_parts(schema_json: str, bodies: Iterable[bytes]) -> list[bytes]:
+    """The Object Container File for ``bodies`` as a list of chunks (write them
+    in order), one data block per body."""
+    sync = os.urandom(16)
+    schema = schema_json.encode()
+    header = b"".join(
+        (
+            _MAGIC,
+            _long(2),
+            _long(11), b"avro.schema", _long(len(schema)), schema,
+            _long(10), b"avro.codec", _long(4), b"null",
+            _long(0),
+            sync,
+        )
+    )
+    parts = [header]
+    append = parts.append
+    one = _long(1)
+    for body in bodies:
+        append(one + _long(len(body)))
+        append(body)
+        append(sync)
+    return parts
+
+
+def spool_dir() -> str:
+    """Where container files go: memory-backed /dev/shm when it exists."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def write_container(schema_json: str, bodies: Iterable[bytes]) -> str:
+    """Write the container file for ``bodies``; returns its path (caller removes it)."""
+    fd, path = tempfile.mkstemp(prefix="dashfrog-", suffix=".avro", dir=spool_dir())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(container_parts(schema_json, bodies))
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def group_suffix(schema_json: str) -> str:
+    """Deterministic per-group part of an insert deduplication token."""
+    return hashlib.sha256(schema_json.encode()).hexdigest()[:16]
+
+
+# -- mapping a writer schema to the events table ----------------------------------
+
+_KINDS = ", ".join(f"'{k}'" for k in schemas.EVENT_KINDS)
+_STATUSES = ", ".join(f"'{s}'" for s in schemas.STATUSES)
+
+_NULLABLE_STRINGS = ("step_id", "parent_step_id", "step_name", "status", "trace_id", "span_id")
+_ERROR_PARTS = ("type", "message", "stack")
+
+
+@cache
+def _reader() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The current schema: canonical field types, defaults, record full names."""
+    canonical = json.loads(to_parsing_canonical_form(schemas.current_schema()))
+    raw = json.loads(schemas.schema_json())
+    types = {f["name"]: f["type"] for f in _event_record(canonical)["fields"]}
+    defaults = {f["name"]: f["default"] for f in _event_record(raw)["fields"] if "default" in f}
+    return types, defaults, _record_names(canonical)
+
+
+def _event_record(schema: Any) -> dict[str, Any]:
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise UnsupportedSchema("writer schema is not a record", 0)
+    fields = schema.get("fields") or []
+    if len(fields) != 1 or fields[0].get("name") != "events":
+        raise UnsupportedSchema("writer schema is not an EventBatch {events: array}", 0)
+    array = fields[0]["type"]
+    if not isinstance(array, dict) or array.get("type") != "array":
+        raise UnsupportedSchema("writer schema's events is not an array", 0)
+    item = array["items"]
+    if not isinstance(item, dict) or item.get("type") != "record":
+        raise UnsupportedSchema("writer schema's events are not records", 0)
+    return item
+
+
+def _record_names(canonical: Any) -> dict[str, str]:
+    """Record full names by role, which Avro resolution requires to match."""
+    names: dict[str, str] = {"batch": canonical.get("name", "")}
+    event = _event_record(canonical)
+    names["event"] = event.get("name", "")
+    for f in event["fields"]:
+        if f["name"] == "error":
+            branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+            for b in branches:
+                if isinstance(b, dict) and b.get("type") == "record":
+                    names["error"] = b.get("name", "")
+    return names
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """SQL for one writer schema: the column expressions and the validity test,
+    over one event tuple ``e`` of the container file's ``events`` array."""
+
+    columns: str  # "expr AS event_id, ..." in EVENT_COLUMNS order
+    valid: str
+
+
+def _field_exprs(present: set[str], defaults: dict[str, Any]) -> dict[str, str]:
+    """Per reader field, a SQL expression of its value (the writer's or the default)."""
+    out: dict[str, str] = {}
+    types, _, _ = _reader()
+    for name in types:
+        if name in present:
+            out[name] = f"e.{name}"
+            continue
+        if name not in defaults:
+            raise UnsupportedSchema(f"writer schema has no {name!r} and the reader no default", 0)
+        default = defaults[name]
+        if name in _NULLABLE_STRINGS or name == "error":
+            if default is not None:
+                raise UnsupportedSchema(f"unexpected default for {name!r}", 0)
+            out[name] = "NULL"
+        elif name in ("labels", "attributes"):
+            if default != {}:
+                raise UnsupportedSchema(f"unexpected default for {name!r}", 0)
+            out[name] = "map()"
+        elif isinstance(default, str):
+            out[name] = "'" + default.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        else:
+            raise UnsupportedSchema(f"no SQL for the default of {name!r}", 0)
+    return out
+
+
+def _columns(f: dict[str, str]) -> dict[str, str]:
+    def text(name: str) -> str:
+        return "''" if f[name] == "NULL" else f"ifNull({f[name]}, '')"
+
+    def error(part: str) -> str:
+        return "''" if f["error"] == "NULL" else f"ifNull({f['error']}.{part}, '')"
+
+    cols: dict[str, str] = {}
+    for name in EVENT_COLUMNS:
+        if name in _NULLABLE_STRINGS:
+            cols[name] = text(name)
+        elif name == "has_error":
+            cols[name] = "toUInt8(0)" if f["error"] == "NULL" else f"toUInt8(isNotNull({f['error']}))"
+        elif name.startswith("error_"):
+            cols[name] = error(name[6:])
+        elif name in ("labels", "attributes"):
+            cols[name] = f"CAST({f[name]}, 'Map(String, String)')" if f[name] == "map()" else f[name]
+        elif name == "timestamp":
+            cols[name] = f"fromUnixTimestamp64Micro({f[name]}, 'UTC')"
+        else:
+            cols[name] = f[name]
+    return cols
+
+
+def _valid(f: dict[str, str]) -> str:
+    """``schemas.validate`` as SQL: see that function for the rules."""
+
+    def text(name: str) -> str:
+        return "''" if f[name] == "NULL" else f"ifNull({f[name]}, '')"
+
+    required = " AND ".join(f"{f[name]} != ''" for name in ("event_id", "flow_id", "tenant", "flow_name"))
+    return (
+        f"({f['kind']} IN ({_KINDS}) AND {required}"
+        f" AND (NOT startsWith({f['kind']}, 'step_') OR {text('step_id')} != '')"
+        f" AND (NOT endsWith({f['kind']}, '_ended') OR {text('status')} IN ({_STATUSES})))"
+    )
+
+
+@lru_cache(maxsize=64)
+def mapping(schema_json: str) -> Mapping:
+    """The SQL mapping for ``schema_json``; raises UnsupportedSchema (group 0)."""
+    try:
+        writer = json.loads(to_parsing_canonical_form(json.loads(schema_json)))
+    except Exception as exc:
+        raise UnsupportedSchema(f"writer schema does not parse: {exc}", 0) from exc
+    types, defaults, names = _reader()
+    if _record_names(writer) != names:
+        raise UnsupportedSchema("writer schema's record names differ from the reader's", 0)
+    writer_types = {f["name"]: f["type"] for f in _event_record(writer)["fields"]}
+    for name, kind in writer_types.items():
+        if name in types and kind != types[name]:
+            raise UnsupportedSchema(f"writer schema's {name!r} has another type than the reader's", 0)
+    fields = _field_exprs(set(writer_types), defaults)
+    columns = _columns(fields)
+    return Mapping(
+        columns=", ".join(f"{columns[c]} AS {c}" for c in EVENT_COLUMNS),
+        valid=_valid(fields),
+    )
+
+
+def check_sql(path: str, m: Mapping) -> str:
+    """Per file: events, invalid events and the messages holding them."""
+    source = f"file({_quote(path)}, 'Avro')"
+    return (
+        "SELECT toUInt64(sum(msg_events)) AS events, toUInt64(sum(msg_bad)) AS bad,"  # noqa: S608 - generated
+        " groupArrayIf(msg, msg_bad > 0) AS invalid FROM ("
+        "SELECT rowNumberInAllBlocks() AS msg, length(events) AS msg_events,"
+        f" arrayCount(e -> NOT {m.valid}, events) AS msg_bad FROM {source})"
+    )
+
+
+def insert_sql(path: str, m: Mapping, *, filtered: bool) -> str:
+    source = f"file({_quote(path)}, 'Avro')"
+    where = f" WHERE {m.valid}" if filtered else ""
+    return (
+        f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 - generated, no user text
+        f"SELECT {m.columns} FROM {source} ARRAY JOIN events AS e{where}"
+    )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
