@@ -21,7 +21,7 @@
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === undefined || child === null || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -132,6 +132,9 @@
       if (v) f[key] = v;
     }
     if (me.tenant) f.tenant = me.tenant;
+    // Page size: not in the form, but a link may set it (1 to 500).
+    const size = Number(params.get("limit"));
+    f.limit = Number.isInteger(size) && size >= 1 && size <= 500 ? size : PAGE;
     return f;
   }
 
@@ -259,7 +262,7 @@
     }
     const p = filterParams(f, {
       status: f.status,
-      limit: PAGE,
+      limit: f.limit,
       cursor: append ? list.cursor : null,
       labels: Object.keys(labels).length ? JSON.stringify(labels) : null,
     });
@@ -609,6 +612,7 @@
         const v = (form.elements[key].value || "").trim();
         if (v && !(key === "tenant" && me.tenant)) p.set(key, v);
       }
+      if (list.filters.limit !== PAGE) p.set("limit", String(list.filters.limit));
       const target = `#/${[...p].length ? `?${p}` : ""}`;
       if (location.hash === target) render();
       else location.hash = target;
