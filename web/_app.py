@@ -26,7 +26,7 @@ from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage._base import SqlStore
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
-from dashfrog.web._live import LiveHub, TooManySubscribers
+from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 
 STATIC = Path(__file__).parent / "static"
 
@@ -212,6 +212,8 @@ def create_app(
                 while True:
                     message = await sub.queue.get()
                     kind = message.pop("type")
+                    if kind == CLOSE:
+                        return
                     yield {"event": kind, "data": json.dumps(message, separators=(",", ":"))}
             finally:
                 hub.unsubscribe(sub)

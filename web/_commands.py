@@ -30,7 +30,13 @@ def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> A
             yield
 
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_level=log_level, lifespan="off"
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=log_level,
+        lifespan="off",
+        # Live streams never finish by themselves: don't wait on them for long.
+        timeout_graceful_shutdown=3,
     )
     return _Server(config)
 
@@ -38,7 +44,8 @@ def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> A
 async def serve_api_until(
     stop: asyncio.Event, store: SqlStore, settings: Settings, *, run: StoreRunner | None = None, log_level: str = "warning"
 ) -> None:
-    server = api_server(create_app(store, settings, run=run), settings, log_level=log_level)
+    app = create_app(store, settings, run=run)
+    server = api_server(app, settings, log_level=log_level)
     task = asyncio.create_task(server.serve())
     try:
         stopped = asyncio.create_task(stop.wait())
@@ -49,6 +56,7 @@ async def serve_api_until(
             raise click.ClickException(f"the API on {settings.api_host}:{settings.api_port} stopped")
     finally:
         server.should_exit = True
+        await app.state.live.close()  # ends open UI streams so the server can stop now
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, 10)
 

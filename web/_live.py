@@ -47,6 +47,7 @@ LIMIT {limit:UInt32}
 """
 
 _SUMMARY_FIELDS = set(FlowSummary.model_fields)
+CLOSE = "close"  # the message that ends a stream
 
 
 @dataclass(eq=False)
@@ -107,6 +108,11 @@ class LiveHub:
         self.subscribers.discard(sub)
 
     async def close(self) -> None:
+        """End every stream (so a server can stop) and the poller."""
+        for sub in list(self.subscribers):
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait({"type": CLOSE})
         self.subscribers.clear()
         if self._task is not None:
             self._task.cancel()

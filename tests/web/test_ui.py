@@ -318,6 +318,8 @@ def test_click_opens_detail_with_the_failed_steps_error(page: Any, store: Any, o
     expect(stack.locator("pre")).to_contain_text("Traceback (most recent call last)")
     expect(detail.locator('li.step[data-step="validate"] .badge').first).to_have_text("success")
     expect(detail.locator("dl.meta")).to_contain_text("acme-corp")
+    text = detail.inner_text()
+    assert "[object" not in text and "null" not in text and "undefined" not in text
 
     # The nested step tree, attributes, services and custom events of the successful flow.
     page.locator("a.back").click()
@@ -453,6 +455,41 @@ def test_stream_is_scoped_to_the_token_tenant(store: Any, secured_server: Server
     seen = _stream_until(url, "root-secret", {}, late.flow_id, 10,
                          on_open=lambda: store.insert_events(late.events, "ui-stream-2"))
     assert late.flow_id in {f["flow_id"] for f in seen}
+
+
+def test_dashfrog_api_stops_promptly_with_streams_open(store: Any) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dashfrog.web._commands import serve_api_until
+
+    settings = Settings(api_port=free_port())
+    url = f"http://127.0.0.1:{settings.api_port}"
+
+    async def main() -> tuple[list[str], float]:
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve_api_until(stop, store, settings))
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(200):
+                try:
+                    if (await client.get(url + "/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            async with client.stream("GET", url + "/api/stream") as stream:
+                lines = stream.aiter_lines()
+                assert await anext(lines) == "event: hello"
+                started = time.monotonic()
+                stop.set()
+                rest = [line async for line in lines]  # the server ends the stream
+                await asyncio.wait_for(server, 10)
+        return rest, time.monotonic() - started
+
+    # Its own thread and loop: Playwright's sync API holds this thread's loop.
+    with ThreadPoolExecutor(1) as pool:
+        rest, took = pool.submit(asyncio.run, main()).result(30)
+    assert "event: close" not in rest
+    assert took < 1.5, f"the API took {took:.1f}s to stop with a stream open"
 
 
 def test_page_is_served_with_a_strict_content_security_policy(open_server: Server) -> None:

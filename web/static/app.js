@@ -28,6 +28,12 @@
     return node;
   }
 
+  // replaceChildren() with nested arrays and nulls dropped (it would print them).
+  function fill(node, ...children) {
+    node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+    return node;
+  }
+
   function fmtDuration(ms) {
     if (ms === null || ms === undefined) return "–";
     if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -190,7 +196,7 @@
     const status = statusOf(flow);
     let step;
     if (flow.status === "failed" && flow.error) {
-      step = el("span", { class: "step-failed", title: `${flow.error.type}: ${flow.error.message}` },
+      step = el("span", { class: "fail-step", title: `${flow.error.type}: ${flow.error.message}` },
         flow.error.step_name || "(flow)", el("span", { class: "err-msg", text: flow.error.message }));
     } else {
       step = el("span", { text: flow.current_step || "–" });
@@ -303,7 +309,7 @@
       el("div", { class: `card ${cls || ""}` }, el("div", { class: "value", text: value }), el("div", { class: "label", text: label }));
     const failures = (s.failures_by_step || []).slice(0, 6);
     const most = Math.max(1, ...failures.map((x) => x.failures));
-    $("#stats").replaceChildren(
+    fill($("#stats"),
       el("div", { class: "stats-scope", text: scope }),
       el("div", { class: "cards" },
         card("runs", String(s.runs)),
@@ -378,7 +384,7 @@
       ["Services", (flow.services || []).join(", ") || "–"],
       ["Trace id", flow.trace_id || "–"],
     ];
-    $("#detail-view").replaceChildren(
+    fill($("#detail-view"),
       el("a", { class: "back", href: backHref, text: "← all flows" }),
       el("h1", { class: "detail-title" }, badge(status), el("span", { class: "flow-name", text: flow.name })),
       el("dl", { class: "meta" }, meta.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
@@ -428,7 +434,7 @@
       flow = await api(`/api/flows/${encodeURIComponent(id)}`, p);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
-        $("#detail-view").replaceChildren(el("a", { class: "back", href: backHref, text: "← all flows" }),
+        fill($("#detail-view"), el("a", { class: "back", href: backHref, text: "← all flows" }),
           el("p", { class: "empty", text: `No flow ${id} (or not visible with this token).` }));
         return;
       }
@@ -597,7 +603,7 @@
       setLive("off", "offline");
       $("#flows tbody").replaceChildren();
       list.rows.clear();
-      $("#stats").replaceChildren();
+      fill($("#stats"));
       return;
     }
     render();
