@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -118,17 +117,6 @@ def read_back(flow: Flow, timeout: float = 30.0, status: str | None = None) -> A
     services = {s.service for s in flow.steps.values()}
     assert services <= set(detail.services)
     return detail
-
-
-def all_steps_ended(names: list[str]) -> Callable[[list[dict[str, Any]]], bool]:
-    """A wait condition: each named step has ended at least once."""
-
-    def done(events: list[dict[str, Any]]) -> bool:
-        started = {e["step_id"]: e["step_name"] for e in events if e["kind"] == "step_started"}
-        ended = {started.get(e["step_id"]) for e in events if e["kind"] == "step_ended"}
-        return all(n in ended for n in names)
-
-    return done
 
 
 def baggage_header(

@@ -151,11 +151,31 @@ class EventLog:
             "the event log to reach the end of the topic",
         )
 
-    def of_flow(self, flow_id: str, timeout: float = 30.0, until: Callable[[list[dict[str, Any]]], bool] | None = None) -> list[dict[str, Any]]:
-        """The events of one flow, once ``until`` holds for them (default: its flow_ended arrived)."""
-        done = until or (lambda evs: any(e["kind"] == "flow_ended" for e in evs))
+    def of_flow(
+        self, flow_id: str, steps: dict[str, int] | list[str] | None = None, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """The events of one flow once it is complete: its flow_ended arrived, each step
+        named in ``steps`` ended (``{name: times}`` for repeated ones), and every step
+        that started has ended.
+
+        Services send on their own schedules, so one's last event says nothing of another's:
+        name the remote steps a test expects, or it may look before they arrive.
+        """
+        wanted = dict.fromkeys(steps, 1) if isinstance(steps, list) else dict(steps or {})
+
+        def complete(events: list[dict[str, Any]]) -> bool:
+            started = {e["step_id"]: e["step_name"] for e in events if e["kind"] == "step_started"}
+            ended = [e["step_id"] for e in events if e["kind"] == "step_ended"]
+            names = [started.get(step_id) for step_id in ended]
+            return (
+                any(e["kind"] == "flow_ended" for e in events)
+                and set(started) <= set(ended)
+                and all(names.count(name) >= times for name, times in wanted.items())
+            )
+
         events = self.wait_for(
-            lambda evs: done([e for e in evs if e["flow_id"] == flow_id]), timeout, f"flow {flow_id}"
+            lambda evs: complete([e for e in evs if e["flow_id"] == flow_id]), timeout,
+            f"flow {flow_id} to complete with steps {wanted}",
         )
         return [e for e in events if e["flow_id"] == flow_id]
 
