@@ -78,7 +78,10 @@ def _check_trust_settings() -> None:
 
 
 def _admit_current(peer_trusted: bool) -> Context | None:
-    """Attach the admitted form of the current context; the admitted context if it changed."""
+    """The current context as admitted (see ``_context.admit``), or None if that changes nothing.
+
+    The caller attaches it: where it can be detached again depends on the framework.
+    """
     current = context.get_current()
     admitted = _context.admit(current, peer_trusted=peer_trusted)
     if admitted is current:
@@ -90,7 +93,7 @@ def _admit_current(peer_trusted: bool) -> Context | None:
 
 
 def with_fastapi(app: App, **instrument_options: Any) -> App:
-    """Instrument a FastAPI (or Starlette-based FastAPI) app; returns it.
+    """Instrument a FastAPI app; returns it.
 
     Keyword arguments go to ``FastAPIInstrumentor.instrument_app``; a
     ``server_request_hook`` of yours still runs, before DashFrog's.
