@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     trusted_networks: str = Field(
         "",
-        description="Comma-separated CIDRs whose unsigned flow context is honoured (empty: none).",
+        description="Comma-separated CIDRs whose unsigned flow context is honoured; `none` trusts no network. Empty: loopback when no context secret is set, else none.",
     )
     max_baggage_bytes: int = Field(
         4096, ge=256, description="Incoming baggage larger than this is ignored."
