@@ -3,12 +3,13 @@
 Every ``interval_s`` (while anyone listens) the poller asks the store which
 flows received events since its previous poll, by the events' ``inserted_at``
 (when the store wrote them, so a lagging processor or a skewed client clock
-cannot hide an update), re-reads those flows and hands each subscriber the
-ones its tenant scope allows. A flow is re-read only when its event count or
-last event time changed, so the overlap between poll windows costs nothing.
+cannot hide an update), reads their summaries in the same query and hands each
+subscriber those that changed and that its tenant scope allows. A flow is
+handed out only when its summary differs from the last one sent, so the
+overlap between poll windows costs nothing.
 
 Bounded everywhere: one poll per interval whatever the number of
-subscribers, at most ``max_flows`` flows re-read per poll, a bounded queue per
+subscribers, at most ``max_flows`` flows handed out per poll, a bounded queue per
 subscriber and a bounded number of subscribers. When a bound is hit,
 subscribers get a ``resync`` message and reload their page through the API.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from dashfrog._models import FlowSummary
+from dashfrog.storage import _queries
 from dashfrog.storage._base import SqlStore
 
 log = logging.getLogger("dashfrog.web.live")
@@ -33,20 +36,25 @@ OVERLAP_S = 5
 
 _NOW = "SELECT toInt64(toUnixTimestamp(now())) AS now"
 
-# Flows with events written since {since}, with what identifies their state.
-_CHANGED = """
-SELECT tenant, flow_id, toInt64(count()) AS n, toInt64(toUnixTimestamp64Micro(max(timestamp))) AS last_us
-FROM events
-WHERE (tenant, flow_id) IN (
+# Flows with events written since {since:Int64} (epoch seconds), in the scope.
+# Only key columns are tested, as the flow-state query requires.
+_CHANGED_KEYS = """(tenant, flow_id) IN (
     SELECT DISTINCT tenant, flow_id FROM events
-    WHERE inserted_at >= toDateTime({since:Int64}) AND {scope}
-)
-GROUP BY tenant, flow_id
-ORDER BY last_us DESC
-LIMIT {limit:UInt32}
-"""
+    WHERE inserted_at >= toDateTime({since:Int64}) AND __SCOPE__
+)"""
 
-_SUMMARY_FIELDS = set(FlowSummary.model_fields)
+
+def changed_flows_sql(scope: str) -> str:
+    """Summaries of the flows with new events, in one query, newest activity first.
+
+    Reuses the store's own flow-state SQL (``dashfrog.storage._queries``) so
+    a row here is exactly what ``GET /api/flows`` would return for the flow.
+    """
+    state = _queries._FLOW_STATE.replace("{where}", _CHANGED_KEYS.replace("__SCOPE__", scope))
+    rows = _queries._FLOW_ROWS.replace("{state}", state).replace("{having}", "1")
+    return rows + "ORDER BY last_activity_us DESC, flow_id DESC\nLIMIT {limit:UInt32}"
+
+
 CLOSE = "close"  # the message that ends a stream
 
 
@@ -90,8 +98,8 @@ class LiveHub:
         self.max_subscribers = max_subscribers
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
-        # (tenant, flow_id) -> ((event count, last event µs), server second last seen)
-        self._seen: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}
+        # (tenant, flow_id) -> (fingerprint of its summary, server second last seen)
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}
         self._since: int | None = None
         self.polls = 0
 
@@ -150,39 +158,41 @@ class LiveHub:
         return f"tenant IN ({', '.join(names)})" if names else "0"
 
     async def poll(self) -> None:
-        """One round: find changed flows, re-read them, hand them out."""
+        """One round: read the flows with new events, hand out those that changed."""
         now = int((await self.run(self.store.select, _NOW, None))[0]["now"])
         since = (self._since if self._since is not None else now) - OVERLAP_S
         self._since = now
-        params: dict[str, Any] = {"since": since, "limit": self.max_flows * 20}
-        sql = _CHANGED.replace("{scope}", self._scope(params))
+        limit = self.max_flows * 10
+        params: dict[str, Any] = {
+            "since": since,
+            "limit": limit,
+            "stalled_before": _queries._stalled_before(self.store.stalled_after_s, None),
+        }
+        sql = changed_flows_sql(self._scope(params))
         rows = await self.run(self.store.select, sql, params)
         self.polls += 1
 
-        changed: list[tuple[str, str]] = []
+        changed: list[dict[str, Any]] = []
         for row in rows:
-            key = (row["tenant"], row["flow_id"])
-            mark = (int(row["n"]), int(row["last_us"]))
+            flow = FlowSummary(**_queries._summary_fields(row)).model_dump(mode="json")
+            key = (flow["tenant"], flow["flow_id"])
+            # Anything a viewer could see changed (late events with old
+            # timestamps included): the summary itself is the fingerprint.
+            mark = hash(json.dumps(flow, sort_keys=True))
             before = self._seen.get(key)
             self._seen[key] = (mark, now)
             if before is None or before[0] != mark:
-                changed.append(key)
+                changed.append(flow)
         # Forget flows that left the window; if they change again they come back.
         horizon = now - 2 * OVERLAP_S - 2
         for key in [k for k, (_, at) in self._seen.items() if at < horizon]:
             del self._seen[key]
 
-        overflow = len(rows) >= params["limit"] or len(changed) > self.max_flows
-        if overflow:
-            # Those not re-read now must count as changed next time.
-            for key in changed[self.max_flows :]:
-                self._seen.pop(key, None)
-        flows = []
-        for tenant, flow_id in changed[: self.max_flows]:
-            detail = await self.run(self.store.flow, flow_id, tenant)
-            if detail is not None:
-                flows.append(detail.model_dump(mode="json", include=_SUMMARY_FIELDS))
-        self._publish(flows, resync=overflow)
+        overflow = len(rows) >= limit or len(changed) > self.max_flows
+        for flow in changed[self.max_flows :]:
+            # Not handed out now: they count as changed next time.
+            self._seen.pop((flow["tenant"], flow["flow_id"]), None)
+        self._publish(changed[: self.max_flows], resync=overflow)
 
     def _publish(self, flows: list[dict[str, Any]], *, resync: bool) -> None:
         for sub in list(self.subscribers):

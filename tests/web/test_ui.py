@@ -442,7 +442,8 @@ def test_stream_is_scoped_to_the_token_tenant(store: Any, secured_server: Server
     assert forbidden.status_code == 403
 
     theirs = Flow("globex", "stream_job", ago_s=0).end()
-    ours = Flow("acme-corp", "stream_job", ago_s=0).end()
+    # Written now with two-hour-old timestamps (a lagging processor): still news.
+    ours = Flow("acme-corp", "stream_job", ago_s=2 * 3600).end()
     seen = _stream_until(url, "acme-secret", {}, ours.flow_id, 10,
                          on_open=lambda: store.insert_events(theirs.events + ours.events, "ui-stream"))
     assert {f["tenant"] for f in seen} == {"acme-corp"}
