@@ -100,12 +100,20 @@ async def produce(
         await producer.stop()
 
 
-async def send_raw(bootstrap: str, topic: str, value: bytes, *, key: bytes = b"k", partition: int = 0) -> int:
+async def send_raw(
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes = b"k",
+    partition: int = 0,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
     """Send one message as given; returns its offset."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        meta = await producer.send_and_wait(topic, value, key=key, partition=partition)
+        meta = await producer.send_and_wait(topic, value, key=key, partition=partition, headers=headers)
         return int(meta.offset)
     finally:
         await producer.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 
 from dashfrog import schemas
@@ -201,6 +204,47 @@ async def test_bad_messages_go_to_the_dlq_and_the_worker_keeps_going(
     assert mixed_headers[DLQ_OFFSET] == str(mixed_offset).encode()
     assert b"empty tenant" in mixed_headers[DLQ_REASON]
     assert [e["event_id"] for e in schemas.decode(mixed.value)] == [bad_event["event_id"]]
+
+
+async def test_unreadable_bodies_and_other_writer_schemas(
+    settings: Settings, chdb_store: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store reads bodies undecoded: a body that is not Avro behind a valid
+    prefix is decoded here, dead-lettered, and its batch's other messages are
+    still written; an older SDK's messages are written with the defaults."""
+    good = flow_events(6)
+    older = json.loads(schemas.schema_json())
+    fields = older["fields"][0]["type"]["items"]["fields"]
+    fields[:] = [f for f in fields if f["name"] not in ("host", "sdk_version")]
+    old_events = [{k: v for k, v in e.items() if k not in ("host", "sdk_version")} for e in flow_events(3)]
+    old_value = schemas.encode(old_events, schema=fastavro.parse_schema(copy.deepcopy(older)))
+    broken = schemas.encode(good[:1])[:10] + b"\xff\xff\xff\xff\x0fnot avro"
+    async with running(settings, chdb_store, tmp_path) as processor:
+        for value, headers in (
+            (schemas.encode(good[:12]), schemas.headers()),
+            (broken, schemas.headers()),
+            (schemas.encode(good[12:]), schemas.headers()),
+            (old_value, [(schemas.SCHEMA_HEADER, json.dumps(older).encode())]),
+        ):
+            offset = await send_raw(settings.bootstrap, settings.topic, value, partition=0, headers=headers)
+            if value is broken:
+                broken_offset = offset
+        await wait_for(
+            lambda: processor.stats.events >= len(good) + len(old_events), 30, "readable events written"
+        )
+        assert processor.stats.dead_lettered == 1
+    assert "decoding them here" in caplog.text  # the store refused the body, not the agent
+    assert len(flows_by_id(chdb_store, good)) == 6
+    old_rows = chdb_store.select(
+        "SELECT DISTINCT host, sdk_version FROM events WHERE flow_id IN {ids:Array(String)}",
+        {"ids": sorted({e["flow_id"] for e in old_events})},
+    )
+    assert old_rows == [{"host": "", "sdk_version": ""}]
+    (dead,) = await read_all(settings.bootstrap, settings.dlq, 1)
+    headers = dict(dead.headers)
+    assert dead.value == broken
+    assert headers[DLQ_REASON].startswith(b"undecodable")
+    assert headers[DLQ_OFFSET] == str(broken_offset).encode()
 
 
 async def test_offsets_are_never_committed_past_an_unwritten_message(

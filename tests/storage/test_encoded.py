@@ -1,0 +1,305 @@
+"""Encoded inserts (``insert_encoded``): undecoded message bodies in, the same rows
+out as decoding them in Python and inserting the events. Run against every
+adapter, and against the portable Python implementation on chDB."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import fastavro
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dashfrog import SchemaError, schemas
+from dashfrog.storage import GroupResult, MalformedEventsError, SqlStore, UnsupportedSchema
+from dashfrog.storage._avro import container_parts, mapping
+from tests.storage.test_store_contract import NOW_US, Flow, simple, snapshot
+
+SCHEMA = schemas.schema_json()
+
+
+def body(events: list[dict[str, Any]], schema: Any = None) -> bytes:
+    """A message body as the SDK writes it, without the single-object prefix."""
+    return schemas.encode(events, schema=schema)[10:]
+
+
+def raw_rows(store: Any) -> list[dict[str, Any]]:
+    return store.select("SELECT * EXCEPT inserted_at FROM events FINAL ORDER BY event_id")
+
+
+def clear(store: Any) -> None:
+    for table in ("events", "flows", "steps"):
+        store._execute(f"TRUNCATE TABLE {table}")
+
+
+def population() -> list[Flow]:
+    flows = [simple(tenant=f"t{i % 3}", fail="validate" if i % 4 == 0 else None) for i in range(12)]
+    flows.append(simple(tenant="t0", end=False, labels={"env": "prod", "q'uote": "a\\b\tc"}))
+    nested = Flow("t1").start()
+    outer = nested.step("outer")
+    nested.run_step("inner", parent=outer, attributes={"rows": "3"})
+    nested.event("checkpoint", step_id=outer, at="x")
+    nested.step_end(outer, "outer", error="boom")
+    flows.append(nested.end())
+    return flows
+
+
+def older_schema() -> tuple[dict[str, Any], list[str]]:
+    """A writer from before ``host``, ``span_id`` and ``sdk_version`` existed."""
+    gone = ["host", "span_id", "sdk_version"]
+    older = json.loads(SCHEMA)
+    fields = older["fields"][0]["type"]["items"]["fields"]
+    fields[:] = [f for f in fields if f["name"] not in gone]
+    return older, gone
+
+
+def newer_schema() -> dict[str, Any]:
+    """A writer that added a field this reader does not know."""
+    newer = json.loads(SCHEMA)
+    newer["fields"][0]["type"]["items"]["fields"].append(
+        {"name": "region", "type": "string", "default": ""}
+    )
+    return newer
+
+
+class EncodedContract:
+    @pytest.fixture
+    def store(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_same_rows_and_state_as_decoding_in_python(self, store: Any) -> None:
+        flows = population()
+        messages = [body(f.events) for f in flows]
+        results = store.insert_encoded([(SCHEMA, messages)], "enc")
+        assert results == [GroupResult(sum(len(f.events) for f in flows))]
+        encoded = raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1")
+        clear(store)
+        store.insert_events([e for f in flows for e in f.events], "dec")
+        assert (raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1")) == encoded
+
+    def test_same_token_again_changes_nothing(self, store: Any) -> None:
+        f = simple(fail="process")
+        store.insert_encoded([(SCHEMA, [body(f.events[:4]), body(f.events[4:])])], "events/0/3-4")
+        before = snapshot(store, "acme-corp")
+        store.insert_encoded([(SCHEMA, [body(f.events[:4]), body(f.events[4:])])], "events/0/3-4")
+        assert store.select("SELECT count() AS n FROM events")[0]["n"] == len(f.events)
+        assert snapshot(store, "acme-corp") == before
+
+    def test_invalid_events_are_reported_by_message_and_not_written(self, store: Any) -> None:
+        f = simple()
+        bad = [
+            dict(f.events[1], event_id="bad-kind", kind="step_paused"),
+            dict(f.events[1], event_id="bad-tenant", tenant=""),
+            dict(f.events[1], event_id="bad-step", step_id=None),
+            dict(f.events[-1], event_id="bad-status", status="maybe"),
+        ]
+        messages = [body(f.events[:3]), body([f.events[3], bad[0]]), body(f.events[4:]), body(bad[1:])]
+        (result,) = store.insert_encoded([(SCHEMA, messages)], "mixed")
+        assert result == GroupResult(len(f.events), (1, 3))
+        written = {r["event_id"] for r in store.select("SELECT event_id FROM events")}
+        assert written == {e["event_id"] for e in f.events}
+
+    def test_older_and_newer_writers_resolve_like_the_python_reader(self, store: Any) -> None:
+        older, gone = older_schema()
+        newer = newer_schema()
+        old_flow, new_flow = simple(tenant="old"), simple(tenant="new")
+        old_events = [{k: v for k, v in e.items() if k not in gone} for e in old_flow.events]
+        new_events = [dict(e, region="eu") for e in new_flow.events]
+        old_body = body(old_events, fastavro.parse_schema(copy.deepcopy(older)))
+        new_body = body(new_events, fastavro.parse_schema(copy.deepcopy(newer)))
+        results = store.insert_encoded(
+            [(json.dumps(older), [old_body]), (json.dumps(newer), [new_body])], "evolved"
+        )
+        assert results == [GroupResult(len(old_events)), GroupResult(len(new_events))]
+        encoded = raw_rows(store)
+        assert {r["sdk_version"] for r in encoded if r["tenant"] == "old"} == {""}
+        assert {r["host"] for r in encoded if r["tenant"] == "old"} == {""}
+        assert {r["sdk_version"] for r in encoded if r["tenant"] == "new"} == {"test"}
+        clear(store)
+        # What the Python codec makes of the same messages.
+        decoded = [
+            *schemas.decode(b"\xc3\x01" + _fp(older) + old_body, {schemas.SCHEMA_HEADER: json.dumps(older).encode()}),
+            *schemas.decode(b"\xc3\x01" + _fp(newer) + new_body, {schemas.SCHEMA_HEADER: json.dumps(newer).encode()}),
+        ]
+        store.insert_events(decoded, "python")
+        assert raw_rows(store) == encoded
+
+    def test_unreadable_group_is_named_and_earlier_groups_are_written(self, store: Any) -> None:
+        good, other = simple(tenant="good"), simple(tenant="other")
+        newer = json.dumps(newer_schema())
+        groups = [
+            (SCHEMA, [body(good.events)]),
+            (newer, [body(other.events, fastavro.parse_schema(json.loads(newer))), b"\x07garbage"]),
+            (SCHEMA, [body(other.events)]),
+        ]
+        with pytest.raises(MalformedEventsError) as caught:
+            store.insert_encoded(groups, "broken")
+        assert caught.value.group == 1
+        assert caught.value.done == [GroupResult(len(good.events))]
+        tenants = {r["tenant"] for r in store.select("SELECT DISTINCT tenant FROM events")}
+        assert tenants == {"good"}
+
+    def test_trailing_bytes_after_a_body_do_not_leak_into_the_next_message(self, store: Any) -> None:
+        a, b = simple(tenant="a"), simple(tenant="b")
+        # The Python codec ignores what follows the record; so must the store.
+        padded = body(a.events) + body(b.events[:1])
+        (result,) = store.insert_encoded([(SCHEMA, [padded, body(b.events)])], "padded")
+        assert result == GroupResult(len(a.events) + len(b.events))
+        rows = store.select("SELECT tenant, count() AS n FROM events GROUP BY tenant ORDER BY tenant")
+        assert rows == [{"tenant": "a", "n": len(a.events)}, {"tenant": "b", "n": len(b.events)}]
+
+    def test_empty_groups_write_nothing(self, store: Any) -> None:
+        assert store.insert_encoded([(SCHEMA, [])], "none") == [GroupResult(0)]
+        assert store.insert_encoded([], "none") == []
+        empty = body([])
+        assert store.insert_encoded([(SCHEMA, [empty])], "empty") == [GroupResult(0)]
+        assert store.select("SELECT count() AS n FROM events")[0]["n"] == 0
+
+
+def _fp(schema: dict[str, Any]) -> bytes:
+    return schemas.encode([], schema=fastavro.parse_schema(copy.deepcopy(schema)))[2:10]
+
+
+# -- the validity predicate is schemas.validate --------------------------------------
+
+_TEXT = st.sampled_from(["", "x", " ", "é", "0"])
+_KIND = st.sampled_from([*schemas.EVENT_KINDS, "", "step_", "flow_ended ", "STEP_STARTED", "step_paused", "flow"])
+_STATUS = st.sampled_from([None, "", "success", "failed", "Success", "failed\n", "ok"])
+_OPTIONAL = st.sampled_from([None, "", "s1"])
+
+
+@st.composite
+def _event(draw: st.DrawFn, run: str, index: int) -> dict[str, Any]:
+    return {
+        # Unique when not empty, so the written rows name the events.
+        "event_id": draw(st.sampled_from(["", f"{run}-{index}"])),
+        "kind": draw(_KIND),
+        "flow_id": draw(_TEXT),
+        "tenant": draw(_TEXT),
+        "flow_name": draw(_TEXT),
+        "step_id": draw(_OPTIONAL),
+        "parent_step_id": draw(_OPTIONAL),
+        "step_name": draw(_OPTIONAL),
+        "status": draw(_STATUS),
+        "error": draw(st.sampled_from([None, {"type": "E", "message": "", "stack": ""}])),
+        "labels": draw(st.sampled_from([{}, {"k": "v"}])),
+        "attributes": {},
+        "timestamp": NOW_US + index,  # inside the retention TTL
+        "service": draw(_TEXT),
+        "host": "",
+        "trace_id": None,
+        "span_id": None,
+        "sdk_version": "",
+    }
+
+
+def _valid(event: dict[str, Any]) -> bool:
+    try:
+        schemas.validate(event)
+    except SchemaError:
+        return False
+    return True
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    run = uuid.uuid4().hex[:12]
+    sizes = draw(st.lists(st.integers(1, 4), min_size=1, max_size=12))
+    messages, index = [], 0
+    for size in sizes:
+        messages.append([draw(_event(run, index + i)) for i in range(size)])
+        index += size
+    return messages
+
+
+class TestChdbSqlPredicate:
+    """The SQL predicate and ``schemas.validate`` agree on every generated event."""
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(messages=_messages())
+    def test_sql_validity_is_python_validate(self, chdb_store: Any, messages: list[list[dict[str, Any]]]) -> None:
+        (result,) = chdb_store.insert_encoded([(SCHEMA, [body(m) for m in messages])], uuid.uuid4().hex)
+        expected_invalid = tuple(i for i, m in enumerate(messages) if not all(_valid(e) for e in m))
+        valid_ids = {e["event_id"] for m in messages for e in m if _valid(e)}
+        assert result.invalid == expected_invalid
+        assert result.events == len(valid_ids)
+        run = messages[0][0]["event_id"] or next((e["event_id"] for m in messages for e in m if e["event_id"]), "")
+        if run:
+            prefix = run.rsplit("-", 1)[0] + "-"
+            rows = chdb_store.select(
+                "SELECT event_id FROM events WHERE startsWith(event_id, {p:String})", {"p": prefix}
+            )
+            assert {r["event_id"] for r in rows} == valid_ids
+
+    def test_every_rule_of_validate_is_in_the_predicate(self) -> None:
+        valid = mapping(SCHEMA).valid
+        for kind in schemas.EVENT_KINDS:
+            assert f"'{kind}'" in valid
+        for field in ("event_id", "flow_id", "tenant", "flow_name", "step_id", "status"):
+            assert f"e.{field}" in valid
+
+    def test_schemas_the_sql_mapping_cannot_express_are_refused(self, chdb_store: Any) -> None:
+        retyped = json.loads(SCHEMA)
+        for field in retyped["fields"][0]["type"]["items"]["fields"]:
+            if field["name"] == "service":
+                field["type"] = ["null", "string"]
+                field["default"] = None
+        renamed = json.loads(SCHEMA)
+        renamed["fields"][0]["type"]["items"]["name"] = "Other"
+        required = json.loads(SCHEMA)
+        fields = required["fields"][0]["type"]["items"]["fields"]
+        fields[:] = [f for f in fields if f["name"] != "tenant"]
+        for schema in (retyped, renamed, required):
+            with pytest.raises(UnsupportedSchema) as caught:
+                chdb_store.insert_encoded([(SCHEMA, []), (json.dumps(schema), [b"\x00"])], "x")
+            assert caught.value.group == 1
+
+
+def test_container_has_one_block_per_message() -> None:
+    parts = container_parts(SCHEMA, [b"ab", b"cde"])
+    header, sync = parts[0], parts[0][-16:]
+    assert header.startswith(b"Obj\x01") and b"avro.schema" in header and b"avro.codec" in header
+    # count 1 (zig-zag 2), size, body, sync marker
+    assert parts[1:] == [b"\x02\x04", b"ab", sync, b"\x02\x06", b"cde", sync]
+
+
+# -- adapters --------------------------------------------------------------------------
+
+
+class TestChdbEncoded(EncodedContract):
+    @pytest.fixture
+    def store(self, chdb_store: Any) -> Any:
+        return chdb_store
+
+
+class _PythonPath:
+    """The chDB store with the portable (decode in Python) implementation."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def insert_encoded(self, groups: Any, token: str) -> Any:
+        return SqlStore.insert_encoded(self._store, groups, token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class TestPythonPathEncoded(EncodedContract):
+    @pytest.fixture
+    def store(self, chdb_store: Any) -> Any:
+        return _PythonPath(chdb_store)
+
+
+class TestClickhouseEncoded(EncodedContract):
+    @pytest.fixture
+    def store(self, clickhouse_store: Any) -> Any:
+        return clickhouse_store
