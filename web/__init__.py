@@ -1,4 +1,4 @@
-"""The HTTP read API (and, later, the live UI) over a store."""
+"""The HTTP read API, its live stream and the web UI over a store."""
 
 from dashfrog.web._app import create_app
 from dashfrog.web._auth import Authenticator, Principal

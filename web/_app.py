@@ -192,7 +192,13 @@ def create_app(
     async def whoami(authorization: AuthHeader = None) -> Any:
         """Who the credential is: the tenant it reads, or every tenant."""
         who = principal(authorization)
-        return {"tenant": who.tenant, "admin": who.is_admin, "open": auth.open}
+        return {
+            "tenant": who.tenant,
+            "admin": who.is_admin,
+            "open": auth.open,
+            # The page turns a quiet running row stalled on its own: no event announces it.
+            "stalled_after_s": store.stalled_after_s,
+        }
 
     @app.get("/api/stream")
     async def stream(request: Request, authorization: AuthHeader = None, tenant: str | None = None) -> Any:

@@ -639,11 +639,19 @@
       start();
     });
     window.addEventListener("hashchange", render);
-    // Relative start times age: refresh their text now and then.
+    // Time passes without events: start times age, and a running flow that
+    // stays quiet past the threshold becomes stalled (nothing announces that).
     setInterval(() => {
-      for (const row of list.rows.values()) {
+      for (const row of [...list.rows.values()]) {
+        const flow = row._flow;
+        if (!flow) continue;
+        const quiet = Date.now() - Date.parse(flow.last_activity);
+        if (flow.status === "running" && !flow.stalled && me.stalled_after_s && quiet > me.stalled_after_s * 1000) {
+          putRow({ ...flow, stalled: true });
+          continue;
+        }
         const cell = row.querySelector(".started");
-        if (cell && row._flow) cell.textContent = fmtAgo(row._flow.started_at);
+        if (cell) cell.textContent = fmtAgo(flow.started_at);
       }
     }, 15000);
     start();
