@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     names = args.names or list(BENCHMARKS)
     timeout = args.timeout or (180.0 if args.quick else 900.0)
+    load_at_start = os.getloadavg()[0]
     results: dict[str, list[Row]] = {}
 
     def one(name: str) -> None:
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             one(name)
     rows = [row for name in names for row in results[name]]
     print(
-        f"Machine: {machine()}"
+        f"Machine: {machine(load_at_start)}"
         + (" — quick mode: sizes too small to mean much" if args.quick else "")
         + (f" — {args.jobs} benchmarks at once" if args.jobs > 1 else "")
     )

@@ -56,12 +56,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> str:
+def machine(load_at_start: float | None = None) -> str:
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()} ({sys.implementation.name}), "
         f"{platform.system()} {platform.release()}, "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
+        # Other work on the machine moves every figure: say how busy it was.
+        + "load average "
+        + (f"{load_at_start:.1f} at the start, " if load_at_start is not None else "")
+        + f"{os.getloadavg()[0]:.1f} at the end"
     )
 
 
