@@ -87,9 +87,12 @@ def _escape(value: Any) -> str:
 def _insert_settings(token: str) -> str:
     # A retried batch the events table drops as a duplicate still reaches
     # the views, so a crash between the two writes is repaired by the retry.
+    # No merge of each new part with itself (optimize_on_insert): reads of
+    # events use FINAL and reads of flows and steps aggregate anyway, and the
+    # views' output is already grouped, so it would only cost time.
     return (
         f" SETTINGS insert_deduplication_token = {_quote(token)}, "
-        "deduplicate_blocks_in_dependent_materialized_views = 1"
+        "deduplicate_blocks_in_dependent_materialized_views = 1, optimize_on_insert = 0"
     )
 
 

@@ -2,9 +2,21 @@
 
 Shape (one worker process):
 
-    Faust consumer ──► agent (decode + validate, no acks) ──► bounded queue
-        ──► writer task: dead-letter what failed, ``store.insert_events`` in a
-            store thread, retry until durable, then ack the batch's messages.
+    Faust consumer ──► agent (identify the writer schema, no decoding, no acks)
+        ──► bounded queue ──► writer task: dead-letter what failed,
+            ``store.insert_encoded`` in a store thread (the engine reads the
+            Avro bodies itself), retry until durable, then ack the batch's
+            messages.
+
+Per event, nothing runs in Python on the hot path: the agent checks each
+message's single-object prefix and finds its writer schema by fingerprint
+(unknown without a usable header: dead-lettered), the writer groups bodies by
+writer schema and the store's engine parses, validates and inserts them (see
+``dashfrog.storage._avro``). Messages the store reports as holding invalid
+events are decoded here only to dead-letter exactly those events; a group the
+engine cannot read is decoded here message by message, so the readable ones
+are written and the rest dead-lettered, as before. A store without
+``insert_encoded`` gets messages decoded in the agent and ``insert_events``.
 
 Why not ``stream.take_events``: it acks its batch in a ``finally`` after the
 ``yield``, so a body that raises (or is cancelled) still acks events that were
@@ -12,9 +24,9 @@ never written, and Faust then commits past them. Here the agent iterates a
 ``noack()`` stream and only the writer acks, strictly after the write that
 covers a message returned; acks are therefore always a contiguous prefix of
 each partition's delivered offsets, and Faust's commit (the highest
-contiguous acked offset) never passes an unwritten message. Decoding the next
+contiguous acked offset) never passes an unwritten message. Reading the next
 messages on the event loop overlaps with the previous write in the store
-thread.
+thread, which releases the GIL while the engine works.
 """
 
 from __future__ import annotations
