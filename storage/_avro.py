@@ -122,9 +122,14 @@ def spool_dir() -> str:
     return tempfile.gettempdir()
 
 
+_SPOOL_PREFIX = "dashfrog-spool-"
+
+
 def write_container(schema_json: str, bodies: Iterable[bytes]) -> str:
     """Write the container file for ``bodies``; returns its path (caller removes it)."""
-    fd, path = tempfile.mkstemp(prefix="dashfrog-", suffix=".avro", dir=spool_dir())
+    fd, path = tempfile.mkstemp(
+        prefix=f"{_SPOOL_PREFIX}{os.getpid()}-", suffix=".avro", dir=spool_dir()
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.writelines(container_parts(schema_json, bodies))
@@ -132,6 +137,38 @@ def write_container(schema_json: str, bodies: Iterable[bytes]) -> str:
         os.unlink(path)
         raise
     return path
+
+
+def sweep_spool() -> int:
+    """Remove container files left by processes that died mid-insert (files in
+    /dev/shm hold memory until removed); returns how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(spool_dir())
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(_SPOOL_PREFIX) and name.endswith(".avro")):
+            continue
+        pid_text = name[len(_SPOOL_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(spool_dir(), name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def group_suffix(schema_json: str) -> str:
@@ -282,6 +319,11 @@ def mapping(schema_json: str) -> Mapping:
     )
 
 
+# Spool paths are reused names for different writers' files: the schema is
+# always read from the file's header, never from the inference cache.
+NO_SCHEMA_CACHE = "schema_inference_use_cache_for_file = 0"
+
+
 def check_sql(path: str, m: Mapping) -> str:
     """Per file: events, invalid events and the messages holding them."""
     source = f"file({_quote(path)}, 'Avro')"
@@ -290,6 +332,7 @@ def check_sql(path: str, m: Mapping) -> str:
         " groupArrayIf(msg, msg_bad > 0) AS invalid FROM ("
         "SELECT rowNumberInAllBlocks() AS msg, length(events) AS msg_events,"
         f" arrayCount(e -> NOT {m.valid}, events) AS msg_bad FROM {source})"
+        f" SETTINGS {NO_SCHEMA_CACHE}"
     )
 
 

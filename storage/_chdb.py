@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from dashfrog._exceptions import QueryError, StorageError
 from dashfrog.storage._avro import (
+    NO_SCHEMA_CACHE,
     EncodedGroup,
     GroupResult,
     MalformedEventsError,
@@ -27,6 +28,7 @@ from dashfrog.storage._avro import (
     group_suffix,
     insert_sql,
     mapping,
+    sweep_spool,
     write_container,
 )
 from dashfrog.storage._base import SqlStore
@@ -115,6 +117,7 @@ class ChdbStore(SqlStore):
         if self.path != ":memory:":
             os.makedirs(self.path, exist_ok=True)
         self._lock = threading.RLock()
+        sweep_spool()
         try:
             self._conn: Any = chdb.connect(self.path)
         except Exception as exc:
@@ -188,7 +191,7 @@ class ChdbStore(SqlStore):
                 if events > bad:
                     sql = insert_sql(path, sql_map, filtered=bad > 0)
                     token_g = f"{token}-{group_suffix(schema_json)}"
-                    self._run(sql + _insert_settings(token_g), "CSV", None)
+                    self._run(sql + _insert_settings(token_g) + f", {NO_SCHEMA_CACHE}", "CSV", None)
             finally:
                 os.unlink(path)
             results.append(GroupResult(events - bad, tuple(int(m) for m in found["invalid"])))

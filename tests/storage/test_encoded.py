@@ -263,6 +263,24 @@ class TestChdbSqlPredicate:
             assert caught.value.group == 1
 
 
+def test_spool_files_of_dead_processes_are_swept() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from dashfrog.storage._avro import spool_dir, sweep_spool, write_container
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = os.path.join(spool_dir(), f"dashfrog-spool-{int(dead.stdout)}-x.avro")
+    open(stale, "wb").close()
+    mine = write_container(SCHEMA, [b""])
+    try:
+        assert sweep_spool() >= 1
+        assert not os.path.exists(stale) and os.path.exists(mine)
+    finally:
+        os.unlink(mine)
+
+
 def test_container_has_one_block_per_message() -> None:
     parts = container_parts(SCHEMA, [b"ab", b"cde"])
     header, sync = parts[0], parts[0][-16:]
