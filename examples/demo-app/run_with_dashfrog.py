@@ -17,13 +17,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    up = subprocess.Popen([str(BIN / "dashfrog"), "up"])
-    demo = subprocess.Popen([sys.executable, str(HERE / "app" / "main.py")])
+    # Own process groups: a terminal's Ctrl-C reaches only this script, which
+    # passes it on exactly once (a second one makes `dashfrog up` exit at once).
+    up = subprocess.Popen([str(BIN / "dashfrog"), "up"], start_new_session=True)
+    demo = subprocess.Popen([sys.executable, str(HERE / "app" / "main.py")], start_new_session=True)
     children = (up, demo)
+    signalled: set[int] = set()
 
     def stop(*_: object) -> None:
         for child in children:
-            if child.poll() is None:
+            if child.poll() is None and child.pid not in signalled:
+                signalled.add(child.pid)
                 child.send_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
