@@ -281,6 +281,48 @@ def test_spool_files_of_dead_processes_are_swept() -> None:
         os.unlink(mine)
 
 
+class TestChdbArbitraryBodies:
+    @settings(
+        max_examples=120,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(junk=st.lists(st.binary(max_size=64), min_size=1, max_size=4), where=st.integers(0, 3))
+    def test_any_bytes_are_read_or_refused_never_misread(
+        self, chdb_store: Any, junk: list[bytes], where: int
+    ) -> None:
+        """Whatever a body holds, the store either reads exactly what the Python
+        codec reads or refuses the group; the engine never takes the process down."""
+        f = simple()
+        bodies = [body(f.events), *junk]
+        bodies.insert(min(where, len(bodies)), body(f.events[:2]))
+        decoded: list[list[dict[str, Any]]] | None = []
+        for b in bodies:
+            try:
+                decoded.append(schemas.decode(b"\xc3\x01" + _fp(json.loads(SCHEMA)) + b))  # type: ignore[union-attr]
+            except SchemaError:
+                decoded = None
+                break
+        try:
+            (result,) = chdb_store.insert_encoded([(SCHEMA, bodies)], uuid.uuid4().hex)
+        except MalformedEventsError as exc:
+            assert exc.group == 0 and exc.done == []
+            return
+        assert decoded is not None, "the engine read bodies the Python codec refuses"
+        invalid = tuple(i for i, events in enumerate(decoded) if not all(_valid(e) for e in events))
+        assert result == GroupResult(sum(_valid(e) for events in decoded for e in events), invalid)
+
+    def test_many_messages_keep_their_positions(self, chdb_store: Any) -> None:
+        flows = [simple(tenant=f"t{i % 5}") for i in range(700)]
+        bad_at = {0, 137, 512, 699}
+        bodies = [
+            body([*f.events, dict(f.events[0], kind="nope")] if i in bad_at else f.events)
+            for i, f in enumerate(flows)
+        ]
+        (result,) = chdb_store.insert_encoded([(SCHEMA, bodies)], "many")
+        assert result == GroupResult(sum(len(f.events) for f in flows), tuple(sorted(bad_at)))
+
+
 def test_container_has_one_block_per_message() -> None:
     parts = container_parts(SCHEMA, [b"ab", b"cde"])
     header, sync = parts[0], parts[0][-16:]
