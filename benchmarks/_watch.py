@@ -1,6 +1,6 @@
 """Tail the events topic and time probe steps' arrival: the freshness baseline.
 
-``python -m benchmarks._watch BOOTSTRAP TOPIC PARTITIONS PROBE_TENANT PROBE_STEP``
+``python -m benchmarks._watch BOOTSTRAP TOPIC PARTITIONS PROBE_TENANT PROBE_STEP [FETCH_MAX_WAIT_MS]``
 
 Runs in a process of its own so its decoding never competes with the
 processor for a GIL. Prints ``ready`` once positioned at the end of every
@@ -23,6 +23,7 @@ async def main(argv: list[str]) -> int:
     from dashfrog import schemas
 
     bootstrap, topic, partitions, tenant, step = argv[0], argv[1], int(argv[2]), argv[3], argv[4]
+    fetch_max_wait_ms = int(argv[5]) if len(argv) > 5 else 500  # aiokafka's default
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -32,7 +33,10 @@ async def main(argv: list[str]) -> int:
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
     await consumer.start()
     seen: dict[str, float] = {}

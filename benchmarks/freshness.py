@@ -6,15 +6,14 @@ tenant; the exit of its last step is the measured moment (the step_ended
 event's timestamp is taken at exit, on this machine's clock).
 
 Product: one Faust worker with a chDB store in this process (as in
-``dashfrog up``). A probe step is visible from the moment the store write
-holding its event returned: chDB inserts are synchronous and the flows/steps
-materialized views are filled within the insert. That moment is recorded by a
-thin wrapper around the store's ``insert_events`` (no polling that would
-compete with the writes). It is checked from the reader's side: every
-``POLL_S`` a ``dashfrog.query.sql`` reads the probe tenant's ended steps from
-the ``steps`` projection; every probe must show up there, never before its
-write returned, and the delay seen by that poller (an upper bound: it adds up
-to one poll interval and the query time) is in the notes.
+``dashfrog up``). A probe step is visible from the first of two moments, both
+upper bounds on the true one: the store write holding its event returned
+(recorded by a thin wrapper around the store's write method; chDB inserts are
+synchronous, the flows/steps materialized views are filled within the insert,
+and a write may span several statements, so rows can show before it returns),
+or a ``dashfrog.query.sql`` poll of the probe tenant's ended steps in the
+``steps`` projection, every ``POLL_S``, first returned it. Every probe must be
+seen by the poller, and never before its write started.
 
 Baseline: the transport alone, i.e. the delay from the same step's exit to a
 raw aiokafka consumer, in a process of its own, having fetched and decoded
@@ -270,11 +269,17 @@ def run(quick: bool) -> list[Row]:
         raise RuntimeError("no probe step was written: did the processor write through the store?")
     first = min(exit_ for exit_, _, _ in committed.values())
     measured = [s for s, (exit_, _, _) in committed.items() if exit_ >= first + warmup]
-    delays = [committed[s][2] - committed[s][0] for s in measured]
+    # Both moments are upper bounds on when the row became visible: the earlier one is tighter.
+    delays = [
+        min(committed[s][2], seen.get(s, committed[s][2])) - committed[s][0] for s in measured
+    ]
     polled = [seen[s] - committed[s][0] for s in measured if s in seen]
+    by_write = [committed[s][2] - committed[s][0] for s in measured]
     base = [transport[s] for s in measured if s in transport]
     unseen = report["probes"] - len(seen)
-    early = sum(1 for s in measured if s in seen and seen[s] < committed[s][2])
+    # A poll cannot show a row before the write holding it started: that would mean lost tracking.
+    impossible = sum(1 for s in measured if s in seen and seen[s] < committed[s][1])
+    before_return = sum(1 for s in measured if s in seen and seen[s] < committed[s][2])
     p50, p99 = percentile(delays, 0.5), percentile(delays, 0.99)
     b50, b99 = percentile(base, 0.5), percentile(base, 0.99)
     sizes = [n for n, _ in result["inserts"]]
@@ -297,12 +302,13 @@ def run(quick: bool) -> list[Row]:
     notes = [
         f"load: {report['events']:,} events in {report['seconds']:.1f}s ({achieved:,.0f} events/s, "
         f"asked {RATE:,}) from a separate SDK process; SDK dropped {report['dropped']:,}",
-        f"{len(delays):,} probe steps (first {warmup:.0f}s left out), visible when their store write "
-        f"returned; max {fmt_ms(max(delays))}",
-        f"checked through dashfrog.query.sql every {POLL_S * 1e3:.0f} ms (p50 query "
-        f"{fmt_ms(result['poll_p50'])}): probes never seen {unseen}, seen before their write "
-        f"returned {early}; delay as the poller saw it (upper bound): p50 "
-        f"{fmt_ms(percentile(polled, 0.5))}, p99 {fmt_ms(percentile(polled, 0.99))}",
+        f"{len(delays):,} probe steps (first {warmup:.0f}s left out); max {fmt_ms(max(delays))}; "
+        f"as of the write returning alone: p50 {fmt_ms(percentile(by_write, 0.5))}, "
+        f"p99 {fmt_ms(percentile(by_write, 0.99))}",
+        f"polled through dashfrog.query.sql every {POLL_S * 1e3:.0f} ms (p50 query "
+        f"{fmt_ms(result['poll_p50'])}): as the poller saw it p50 {fmt_ms(percentile(polled, 0.5))}, "
+        f"p99 {fmt_ms(percentile(polled, 0.99))}; {before_return} probes showed before their write "
+        f"returned, {impossible} before it started, {unseen} never",
         f"transport baseline (exit → fetched and decoded by a raw consumer in its own process): "
         f"p50 {fmt_ms(b50)}, p99 {fmt_ms(b99)}",
         f"processor batch wait {result['batch_wait']}s; {len(sizes):,} store writes of "
@@ -322,7 +328,7 @@ def run(quick: bool) -> list[Row]:
             f"p50 {fmt_ms(b50)}, p99 {fmt_ms(b99)}",
             p99 / b99,
             TARGET,
-            p99 <= 1.0 and unseen == 0 and early == 0,
+            p99 <= 1.0 and unseen == 0 and impossible == 0,
             notes,
         )
     ]
