@@ -231,6 +231,9 @@ class Mapping:
 
     columns: str  # "expr AS event_id, ..." in EVENT_COLUMNS order
     valid: str
+    # Every string of the event is UTF-8, as the Python codec requires to
+    # decode it (a message with one that is not is undecodable as a whole).
+    utf8: str
 
 
 def _field_exprs(present: set[str], defaults: dict[str, Any]) -> dict[str, str]:
@@ -297,6 +300,23 @@ def _valid(f: dict[str, str]) -> str:
     )
 
 
+def _utf8(f: dict[str, str]) -> str:
+    checks: list[str] = []
+    for name, expr in f.items():
+        if expr == "NULL" or not expr.startswith("e."):
+            continue  # defaults are valid text
+        if name == "error":
+            checks += [f"isValidUTF8(ifNull({expr}.{part}, ''))" for part in _ERROR_PARTS]
+        elif name in ("labels", "attributes"):
+            checks += [f"arrayAll(s -> isValidUTF8(s), mapKeys({expr}))",
+                       f"arrayAll(s -> isValidUTF8(s), mapValues({expr}))"]
+        elif name in _NULLABLE_STRINGS:
+            checks.append(f"isValidUTF8(ifNull({expr}, ''))")
+        elif name != "timestamp":
+            checks.append(f"isValidUTF8({expr})")
+    return "(" + " AND ".join(checks) + ")"
+
+
 @lru_cache(maxsize=64)
 def mapping(schema_json: str) -> Mapping:
     """The SQL mapping for ``schema_json``; raises UnsupportedSchema (group 0)."""
@@ -316,6 +336,7 @@ def mapping(schema_json: str) -> Mapping:
     return Mapping(
         columns=", ".join(f"{columns[c]} AS {c}" for c in EVENT_COLUMNS),
         valid=_valid(fields),
+        utf8=_utf8(fields),
     )
 
 
@@ -325,20 +346,30 @@ NO_SCHEMA_CACHE = "schema_inference_use_cache_for_file = 0"
 
 
 def check_sql(path: str, m: Mapping) -> str:
-    """Per file: events, invalid events and the messages holding them."""
+    """Per file: valid events to write, messages holding invalid events, and
+    messages the Python codec could not decode at all (text that is not UTF-8),
+    none of whose events are written."""
     source = f"file({_quote(path)}, 'Avro')"
     return (
-        "SELECT toUInt64(sum(msg_events)) AS events, toUInt64(sum(msg_bad)) AS bad,"  # noqa: S608 - generated
-        " groupArrayIf(msg, msg_bad > 0) AS invalid FROM ("
+        "SELECT toUInt64(sum(if(msg_broken, 0, msg_events - msg_bad))) AS written,"  # noqa: S608 - generated
+        " groupArrayIf(msg, msg_bad > 0 OR msg_broken) AS invalid,"
+        " groupArrayIf(msg, msg_broken) AS broken FROM ("
         "SELECT rowNumberInAllBlocks() AS msg, length(events) AS msg_events,"
-        f" arrayCount(e -> NOT {m.valid}, events) AS msg_bad FROM {source})"
+        f" arrayCount(e -> NOT {m.valid}, events) AS msg_bad,"
+        f" NOT arrayAll(e -> {m.utf8}, events) AS msg_broken FROM {source})"
         f" SETTINGS {NO_SCHEMA_CACHE}"
     )
 
 
-def insert_sql(path: str, m: Mapping, *, filtered: bool) -> str:
+def insert_sql(path: str, m: Mapping, *, filtered: bool, skip: Sequence[int] = ()) -> str:
+    """Insert the file's events; ``filtered``: only valid ones; ``skip``: not
+    those of these messages (numbered as ``check_sql`` numbers them)."""
     source = f"file({_quote(path)}, 'Avro')"
-    where = f" WHERE {m.valid}" if filtered else ""
+    conditions = [m.valid] if filtered else []
+    if skip:
+        source = f"(SELECT rowNumberInAllBlocks() AS msg, events FROM {source})"  # noqa: S608 - generated
+        conditions.append(f"msg NOT IN ({', '.join(str(int(i)) for i in skip)})")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return (
         f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 - generated, no user text
         f"SELECT {m.columns} FROM {source} ARRAY JOIN events AS e{where}"

@@ -187,14 +187,16 @@ class ChdbStore(SqlStore):
                     raise MalformedEventsError(
                         f"ClickHouse cannot read the messages: {exc}", index, results
                     ) from exc
-                events, bad = int(found["events"]), int(found["bad"])
-                if events > bad:
-                    sql = insert_sql(path, sql_map, filtered=bad > 0)
+                written = int(found["written"])
+                invalid = tuple(int(m) for m in found["invalid"])
+                if written:
+                    broken = [int(m) for m in found["broken"]]
+                    sql = insert_sql(path, sql_map, filtered=bool(invalid), skip=broken)
                     token_g = f"{token}-{group_suffix(schema_json)}"
                     self._run(sql + _insert_settings(token_g) + f", {NO_SCHEMA_CACHE}", "CSV", None)
             finally:
                 os.unlink(path)
-            results.append(GroupResult(events - bad, tuple(int(m) for m in found["invalid"])))
+            results.append(GroupResult(written, invalid))
         return results
 
     def close(self) -> None:

@@ -152,6 +152,31 @@ class EncodedContract:
         rows = store.select("SELECT tenant, count() AS n FROM events GROUP BY tenant ORDER BY tenant")
         assert rows == [{"tenant": "a", "n": len(a.events)}, {"tenant": "b", "n": len(b.events)}]
 
+    def test_text_that_is_not_utf8_makes_its_message_undecodable(self, store: Any) -> None:
+        """The Python codec refuses such a message whole: none of its events are
+        written, and the caller learns of it (reported as invalid, or the group
+        refused as unreadable), so the message gets dead-lettered."""
+        f, other = simple(tenant="a"), simple(tenant="b")
+        for field in ("service", "labels", "error"):
+            marked = [dict(e) for e in f.events]
+            if field == "service":
+                marked[1]["service"] = "AAAA"
+            elif field == "labels":
+                marked[0]["labels"] = {"AAAA": "v"}
+            else:
+                marked[-1]["error"] = {"type": "T", "message": "AAAA", "stack": ""}
+            broken = body(marked).replace(b"AAAA", b"\xff\xfe\xfd\xfc")
+            with pytest.raises(SchemaError):
+                schemas.decode(b"\xc3\x01" + _fp(json.loads(SCHEMA)) + broken)
+            try:
+                (result,) = store.insert_encoded([(SCHEMA, [body(other.events), broken])], f"utf8-{field}")
+            except MalformedEventsError as exc:
+                assert exc.group == 0
+            else:
+                assert result == GroupResult(len(other.events), (1,))
+            tenants = {r["tenant"] for r in store.select("SELECT DISTINCT tenant FROM events")}
+            assert tenants <= {"b"}
+
     def test_empty_groups_write_nothing(self, store: Any) -> None:
         assert store.insert_encoded([(SCHEMA, [])], "none") == [GroupResult(0)]
         assert store.insert_encoded([], "none") == []
@@ -311,6 +336,12 @@ class TestChdbArbitraryBodies:
         assert decoded is not None, "the engine read bodies the Python codec refuses"
         invalid = tuple(i for i, events in enumerate(decoded) if not all(_valid(e) for e in events))
         assert result == GroupResult(sum(_valid(e) for events in decoded for e in events), invalid)
+
+    def test_text_that_is_not_utf8_is_reported_not_refused(self, chdb_store: Any) -> None:
+        a, b = simple(tenant="a"), simple(tenant="b")
+        broken = body([dict(e, host="AAAA") for e in a.events]).replace(b"AAAA", b"\xff\xfe\xfd\xfc")
+        (result,) = chdb_store.insert_encoded([(SCHEMA, [broken, body(b.events)])], "utf8")
+        assert result == GroupResult(len(b.events), (0,))
 
     def test_many_messages_keep_their_positions(self, chdb_store: Any) -> None:
         flows = [simple(tenant=f"t{i % 5}") for i in range(700)]
