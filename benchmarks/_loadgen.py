@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
                 "probes": probes,
                 "sent": stats["sent"],
                 "dropped": stats["dropped"],
+                "messages": stats["messages"],
             }
         ),
         flush=True,

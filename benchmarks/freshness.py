@@ -301,7 +301,8 @@ def run(quick: bool) -> list[Row]:
     )
     notes = [
         f"load: {report['events']:,} events in {report['seconds']:.1f}s ({achieved:,.0f} events/s, "
-        f"asked {RATE:,}) from a separate SDK process; SDK dropped {report['dropped']:,}",
+        f"asked {RATE:,}) from a separate SDK process in {report['messages']:,} Kafka messages "
+        f"({report['sent'] / max(report['messages'], 1):,.1f} events each); SDK dropped {report['dropped']:,}",
         f"{len(delays):,} probe steps (first {warmup:.0f}s left out); max {fmt_ms(max(delays))}; "
         f"as of the write returning alone: p50 {fmt_ms(percentile(by_write, 0.5))}, "
         f"p99 {fmt_ms(percentile(by_write, 0.99))}",
