@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     processor_batch_wait_s: float = Field(
         0.2, gt=0, description="Longest wait to fill a processor batch."
     )
+    processor_fetch_wait_ms: float = Field(
+        100.0,
+        ge=1,
+        description="Longest a processor fetch waits on the broker for new events (Faust's own default is 1500).",
+    )
     rebalance_timeout_s: float = Field(
         6.0, gt=0, description="Consumer group rebalance timeout of the processor."
     )
