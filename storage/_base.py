@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from dashfrog import schemas
 from dashfrog._exceptions import SchemaError
-from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
+from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
 from dashfrog.storage import _queries
@@ -142,7 +142,9 @@ class SqlStore(abc.ABC):
             try:
                 writer = fastavro.parse_schema(json.loads(schema_json))
             except Exception as exc:
-                raise MalformedEventsError(f"writer schema does not parse: {exc}", index, results) from exc
+                raise MalformedEventsError(
+                    f"writer schema does not parse: {exc}", index, results
+                ) from exc
             valid: list[Event] = []
             invalid: list[int] = []
             for position, body in enumerate(bodies):
@@ -216,6 +218,15 @@ class SqlStore(abc.ABC):
 
     def find_flows(self, flt: FlowFilter, *, now: datetime | None = None) -> FlowList:
         return _queries.list_flows(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)
+
+    def changed_flows(
+        self, since_s: int | None, tenants: Sequence[str] | None = None, limit: int = 1000
+    ) -> tuple[int, list[FlowSummary]]:
+        """Flows with events written since ``since_s`` (server epoch seconds) and
+        the server's current second; ``tenants`` None means every tenant."""
+        return _queries.changed_flows(
+            self._query, since_s, tenants, limit, stalled_after_s=self.stalled_after_s
+        )
 
     def flow(
         self, flow_id: str, tenant: str | None = None, *, now: datetime | None = None

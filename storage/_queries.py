@@ -15,7 +15,7 @@ integers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -312,6 +312,45 @@ def list_flows(
     flows = [FlowSummary(**_summary_fields(row)) for row in rows]
     cursor = flows[-1].flow_id if len(flows) == flt.limit else None
     return FlowList(flows=flows, next_cursor=cursor)
+
+
+def changed_flows(
+    run: Runner,
+    since_s: int | None,
+    tenants: Sequence[str] | None,
+    limit: int,
+    *,
+    stalled_after_s: float,
+) -> tuple[int, list[FlowSummary]]:
+    """Flows with events written since ``since_s`` (server epoch seconds), newest
+    activity first, for the tenants given (None: all), and the server's clock
+    (alone when ``since_s`` is None).
+
+    Rows are exactly what :func:`list_flows` returns for those flows, so a live
+    view can compare and replace them.
+    """
+    now = int(run("SELECT toInt64(toUnixTimestamp(now())) AS now", {})[0]["now"])
+    if since_s is None:  # only the clock was asked for
+        return now, []
+    params: dict[str, Any] = {"since": since_s, "limit": limit}
+    q = _Sql(params)
+    if tenants is None:
+        scope = "1"
+    else:
+        scope = (
+            f"tenant IN ({', '.join(q.bind(t, 'String') for t in sorted(set(tenants)))})"
+            if tenants
+            else "0"
+        )
+    params["stalled_before"] = _stalled_before(stalled_after_s, None)
+    changed = (
+        "(tenant, flow_id) IN (SELECT DISTINCT tenant, flow_id FROM events "  # noqa: S608
+        f"WHERE inserted_at >= toDateTime({{since:Int64}}) AND {scope})"
+    )
+    state = _FLOW_STATE.replace("{where}", changed)
+    sql = _FLOW_ROWS.replace("{state}", state).replace("{having}", "1")
+    rows = run(sql + "ORDER BY last_activity_us DESC, flow_id DESC\nLIMIT {limit:UInt32}", params)
+    return now, [FlowSummary(**_summary_fields(row)) for row in rows]
 
 
 def get_flow(

@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashfrog._models import FlowSummary
-from dashfrog.storage import _queries
 from dashfrog.storage._base import SqlStore
 
 log = logging.getLogger("dashfrog.web.live")
@@ -33,27 +31,6 @@ log = logging.getLogger("dashfrog.web.live")
 # inserted_at has one-second resolution and an insert is stamped when it
 # starts, not when it becomes visible: each window reaches this far back.
 OVERLAP_S = 5
-
-_NOW = "SELECT toInt64(toUnixTimestamp(now())) AS now"
-
-# Flows with events written since {since:Int64} (epoch seconds), in the scope.
-# Only key columns are tested, as the flow-state query requires.
-_CHANGED_KEYS = """(tenant, flow_id) IN (
-    SELECT DISTINCT tenant, flow_id FROM events
-    WHERE inserted_at >= toDateTime({since:Int64}) AND __SCOPE__
-)"""
-
-
-def changed_flows_sql(scope: str) -> str:
-    """Summaries of the flows with new events, in one query, newest activity first.
-
-    Reuses the store's own flow-state SQL (``dashfrog.storage._queries``) so
-    a row here is exactly what ``GET /api/flows`` would return for the flow.
-    """
-    state = _queries._FLOW_STATE.replace("{where}", _CHANGED_KEYS.replace("__SCOPE__", scope))
-    rows = _queries._FLOW_ROWS.replace("{state}", state).replace("{having}", "1")
-    return rows + "ORDER BY last_activity_us DESC, flow_id DESC\nLIMIT {limit:UInt32}"
-
 
 CLOSE = "close"  # the message that ends a stream
 
@@ -145,36 +122,29 @@ class LiveHub:
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
         self._since = None
 
-    def _scope(self, params: dict[str, Any]) -> str:
+    def _tenants(self) -> list[str] | None:
+        """The tenants someone is watching; None when a viewer sees every tenant."""
         tenants: set[str] = set()
         for sub in self.subscribers:
             if sub.tenant is None:
-                return "1"
+                return None
             tenants.add(sub.tenant)
-        names = []
-        for i, tenant in enumerate(sorted(tenants)):
-            params[f"t{i}"] = tenant
-            names.append(f"{{t{i}:String}}")
-        return f"tenant IN ({', '.join(names)})" if names else "0"
+        return sorted(tenants)
 
     async def poll(self) -> None:
         """One round: read the flows with new events, hand out those that changed."""
-        now = int((await self.run(self.store.select, _NOW, None))[0]["now"])
-        since = (self._since if self._since is not None else now) - OVERLAP_S
-        self._since = now
         limit = self.max_flows * 10
-        params: dict[str, Any] = {
-            "since": since,
-            "limit": limit,
-            "stalled_before": _queries._stalled_before(self.store.stalled_after_s, None),
-        }
-        sql = changed_flows_sql(self._scope(params))
-        rows = await self.run(self.store.select, sql, params)
+        if self._since is None:  # the first window ends at the server's clock, not ours
+            self._since, _ = await self.run(self.store.changed_flows, None, [], 0)
+        now, summaries = await self.run(
+            self.store.changed_flows, self._since - OVERLAP_S, self._tenants(), limit
+        )
+        self._since = now
         self.polls += 1
 
         changed: list[dict[str, Any]] = []
-        for row in rows:
-            flow = FlowSummary(**_queries._summary_fields(row)).model_dump(mode="json")
+        for summary in summaries:
+            flow = summary.model_dump(mode="json")
             key = (flow["tenant"], flow["flow_id"])
             # Anything a viewer could see changed (late events with old
             # timestamps included): the summary itself is the fingerprint.
@@ -188,7 +158,7 @@ class LiveHub:
         for key in [k for k, (_, at) in self._seen.items() if at < horizon]:
             del self._seen[key]
 
-        overflow = len(rows) >= limit or len(changed) > self.max_flows
+        overflow = len(summaries) >= limit or len(changed) > self.max_flows
         for flow in changed[self.max_flows :]:
             # Not handed out now: they count as changed next time.
             self._seen.pop((flow["tenant"], flow["flow_id"]), None)
