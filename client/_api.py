@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashfrog import _context
+from dashfrog._exceptions import ConfigurationError
 from dashfrog._producer import current_sender, reset_sender
 from dashfrog._settings import Settings, get_settings, set_settings
 
@@ -16,10 +17,23 @@ def setup(**overrides: Any) -> Settings:
     previous one are flushed first (within its exit flush timeout).
     """
     settings = Settings(**overrides)
+    _check_compression(settings.compression)
     previous = current_sender()
     reset_sender(previous.settings.exit_flush_timeout_s if previous else None)
     set_settings(settings)
     return settings
+
+
+def _check_compression(codec: str) -> None:
+    if codec in ("none", "gzip"):
+        return
+    from aiokafka import codec as codecs
+
+    if not getattr(codecs, f"has_{codec}")():
+        raise ConfigurationError(
+            f"compression {codec!r} needs a codec library aiokafka did not find: "
+            "pip install cramjam, or choose DASHFROG_COMPRESSION=gzip or none"
+        )
 
 
 def flush(timeout: float | None = 10.0) -> bool:

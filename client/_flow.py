@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import socket
 import time
 import traceback
@@ -48,10 +49,23 @@ def _now_micros() -> int:
     return time.time_ns() // 1000
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(text: str) -> str:
+    """``text`` as Avro can carry it: lone surrogates (from undecodable bytes in
+    paths or exception messages) become U+FFFD instead of failing the send."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
 def _require_text(what: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgumentError(f"{what} must be a non-empty string, got {value!r}")
-    return value
+    return _utf8(value)
 
 
 def _as_text(what: str, key: str, value: object) -> str:
@@ -83,7 +97,7 @@ def _check_labels(what: str, labels: Mapping[str, object], s: Settings) -> dict[
                 f"{what} key {key[:20]!r}... is {len(key)} characters, the limit is "
                 f"{s.max_label_key_length} (DASHFROG_MAX_LABEL_KEY_LENGTH)"
             )
-        text = _as_text(what, key, value)
+        key, text = _utf8(key), _utf8(_as_text(what, key, value))
         if len(text) > s.max_label_value_length:
             raise LabelLimitError(
                 f"{what} {key!r} is {len(text)} characters long, the limit is "
@@ -99,7 +113,11 @@ def error_of(exc: BaseException, s: Settings) -> dict[str, str]:
     stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     limit = s.error_stack_limit
     # Keep the end of the stack: the frames nearest the raise say the most.
-    return {"type": name, "message": str(exc)[:2000], "stack": stack[-limit:] if limit else ""}
+    return {
+        "type": name,
+        "message": _utf8(str(exc)[:2000]),
+        "stack": _utf8(stack[-limit:]) if limit else "",
+    }
 
 
 def _emit(
@@ -359,7 +377,7 @@ def end_flow(
     if isinstance(error, BaseException):
         err = error_of(error, s)
     elif error is not None:
-        err = {"type": "Error", "message": str(error)[:2000], "stack": ""}
+        err = {"type": "Error", "message": _utf8(str(error)[:2000]), "stack": ""}
     if err is not None:
         status = "failed"
     if status is None:

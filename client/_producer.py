@@ -104,7 +104,10 @@ class Sender:
         """Send everything queued so far; True if it was acknowledged within ``timeout``."""
         if not self._started.wait(timeout) or self._loop is None:
             return not self._queue
-        future: Future[bool] = asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
+        try:
+            future: Future[bool] = asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
+        except RuntimeError:  # the sender's loop is gone (closed after a stop)
+            return not self._queue
         try:
             return future.result(timeout)
         except Exception:
@@ -151,29 +154,46 @@ class Sender:
         partitions: list[int] = []
         refreshed = 0.0
         while not self._stopping:
-            if producer is None:
-                producer = await self._connect()
-                if producer is None:
-                    await self._sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
-                    attempt += 1
-                    continue
-                attempt = 0
-            if not partitions or time.monotonic() - refreshed > 30:
-                try:
-                    found = await asyncio.wait_for(producer.partitions_for(self.settings.topic), 10)
-                    partitions = sorted(found or ())
-                    refreshed = time.monotonic()
-                except Exception as exc:
-                    self._note_error(exc)
-                    await self._sleep(1.0)
-                    continue
-            if self._queue:
-                await self._send_queued(producer, partitions)
-            else:
-                await self._sleep(self.settings.linger_ms / 1000)
+            try:
+                producer, partitions, refreshed, attempt = await self._round(
+                    producer, partitions, refreshed, attempt
+                )
+            except Exception as exc:
+                # A bug or an unexpected library error must not end the thread:
+                # flush() and shutdown() rely on it, and the app must never see it.
+                self._note_error(exc)
+                log.warning("dashfrog: sender round failed; retrying", exc_info=True)
+                await self._sleep(1.0)
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+    async def _round(
+        self, producer: Any, partitions: list[int], refreshed: float, attempt: int
+    ) -> tuple[Any, list[int], float, int]:
+        """Connect if needed, refresh partitions now and then, send what is queued."""
+        if producer is None:
+            producer = await self._connect()
+            if producer is None:
+                await self._sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                return None, partitions, refreshed, attempt + 1
+            attempt = 0
+        if not partitions or time.monotonic() - refreshed > 30:
+            try:
+                found = await asyncio.wait_for(producer.partitions_for(self.settings.topic), 10)
+                partitions = sorted(found or ())
+                refreshed = time.monotonic()
+            except Exception as exc:
+                self._note_error(exc)
+                await self._sleep(1.0)
+                return producer, partitions, refreshed, attempt
+        if self._queue:
+            await self._send_queued(producer, partitions)
+        # Linger between rounds unless a full message is waiting: under load
+        # this packs rate * linger events into each message.
+        if len(self._queue) < self.settings.batch_max_events:
+            await self._sleep(self.settings.linger_ms / 1000)
+        return producer, partitions, refreshed, attempt
 
     async def _sleep(self, seconds: float) -> None:
         assert self._wake is not None
@@ -185,22 +205,24 @@ class Sender:
         from aiokafka import AIOKafkaProducer
 
         s = self.settings
-        producer = AIOKafkaProducer(
-            client_id=s.client_id,
-            acks="all",
-            linger_ms=0,  # we batch ourselves; aiokafka should not wait again
-            compression_type=None if s.compression == "none" else s.compression,
-            max_request_size=1_048_576,
-            request_timeout_ms=15_000,
-            **s.kafka_options(),
-        )
+        producer = None
         try:
+            producer = AIOKafkaProducer(
+                client_id=s.client_id,
+                acks="all",
+                linger_ms=0,  # we batch ourselves; aiokafka should not wait again
+                compression_type=None if s.compression == "none" else s.compression,
+                max_request_size=1_048_576,
+                request_timeout_ms=15_000,
+                **s.kafka_options(),
+            )
             await asyncio.wait_for(producer.start(), 15)
             return producer
         except Exception as exc:
             self._note_error(exc)
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
             return None
 
     def _note_error(self, exc: BaseException) -> None:
@@ -232,7 +254,7 @@ class Sender:
         size = self.settings.batch_max_events
         for partition, events in groups.items():
             for i in range(0, len(events), size):
-                for chunk, value in _fit(events[i : i + size]):
+                for chunk, value in self._encode(events[i : i + size]):
                     sends.append((chunk, await self._send(producer, partition, chunk, value)))
         for chunk, future in sends:
             try:
@@ -249,6 +271,21 @@ class Sender:
                 self._inflight -= len(chunk)
         with self._space:
             self._space.notify_all()
+
+    def _encode(self, events: list[schemas.Event]) -> list[tuple[list[schemas.Event], bytes | None]]:
+        """Messages for ``events``; an event Avro cannot encode is dropped and counted."""
+        try:
+            return _fit(events)
+        except Exception:
+            parts: list[tuple[list[schemas.Event], bytes | None]] = []
+            for event in events:
+                try:
+                    parts.append(([event], schemas.encode([event])))
+                except Exception as exc:
+                    self._note_error(exc)
+                    self.dropped += 1
+                    self._inflight -= 1
+            return parts
 
     async def _send(
         self, producer: Any, partition: int, chunk: list[schemas.Event], value: bytes | None

@@ -102,3 +102,45 @@ def test_forked_child_gets_a_fresh_sender(sdk: dict) -> None:
     os.waitpid(pid, 0)
     events = consume_events(sdk["bootstrap"], sdk["topic"], 4)
     assert sorted(e["flow_name"] for e in events if e["kind"] == "flow_ended") == ["child", "parent"]
+
+
+def test_text_avro_cannot_carry_is_repaired_not_fatal(sdk: dict) -> None:
+    broken = "report-\udcff.csv"  # a lone surrogate, as os.fsdecode gives for undecodable bytes
+    with pytest.raises(ValueError), flow.start(name="import", tenant="acme-corp", file=broken):
+        raise ValueError(f"cannot open {broken}")
+    assert dashfrog.flush(10)
+    started, ended = consume_events(sdk["bootstrap"], sdk["topic"], 2)
+    assert started["labels"]["file"] == "report-\ufffd.csv"
+    assert ended["error"]["message"] == "cannot open report-\ufffd.csv"
+
+
+def test_an_event_avro_refuses_is_dropped_alone(sdk: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashfrog import schemas
+    from dashfrog._producer import current_sender
+
+    real_encode = schemas.encode
+
+    def picky_encode(events: list, schema: object = None) -> bytes:
+        if any(e["flow_name"] == "poison" for e in events):
+            raise ValueError("cannot encode")
+        return real_encode(events, schema)
+
+    monkeypatch.setattr(schemas, "encode", picky_encode)
+    with flow.start(name="poison", tenant="acme-corp"):
+        pass
+    with flow.start(name="healthy", tenant="acme-corp"):
+        pass
+    assert dashfrog.flush(10)
+    events = consume_events(sdk["bootstrap"], sdk["topic"], 2)
+    assert [e["flow_name"] for e in events] == ["healthy", "healthy"]
+    sender = current_sender()
+    assert sender is not None and sender.dropped == 2 and "cannot encode" in (sender.last_error or "")
+
+
+def test_unavailable_compression_is_refused_at_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka import codec
+
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    with pytest.raises(dashfrog.ConfigurationError, match="compression 'lz4' needs a codec library"):
+        dashfrog.setup(compression="lz4")
+    dashfrog.setup()
