@@ -161,15 +161,17 @@ WHERE tenant = {tenant:String} AND flow_id = {flow_id:String}
 ORDER BY timestamp, event_id
 """
 
+# Only partial rows of failed steps are read: the row a failed step_ended
+# produced carries end_failed = 1 and the step's name, so the rest of the
+# step's rows cannot change the answer.
 _STEP_FAILURES = """
 SELECT step_name, toInt64(count()) AS failures
 FROM (
-    SELECT max(step_name) AS step_name, max(end_failed) AS failed_
+    SELECT max(step_name) AS step_name
     FROM steps
-    WHERE (tenant, flow_id) IN (SELECT tenant, flow_id FROM ({flows}))
+    WHERE end_failed = 1 AND {scope}
     GROUP BY tenant, flow_id, step_id
 )
-WHERE failed_ = 1
 GROUP BY step_name
 ORDER BY failures DESC, step_name
 LIMIT 100
@@ -232,7 +234,11 @@ def _flow_rows_sql(
     if flow_id is not None:
         q.where.append(f"flow_id = {q.bind(flow_id, 'String')}")
     if flt.name is not None:
-        q.having.append(f"name = {q.bind(flt.name, 'String')}")
+        name = q.bind(flt.name, "String")
+        # Every event names its flow, so every partial row has the name: filter
+        # before merging (5x fewer rows to group), and re-check the merged name.
+        q.where.append(f"flow_name = {name}")
+        q.having.append(f"name = {name}")
     if flt.since is not None:
         q.having.append(f"started_us >= {q.bind(_micros(flt.since), 'Int64')}")
     if flt.until is not None:
@@ -440,7 +446,18 @@ def flow_stats(
     params: dict[str, Any] = {}
     flows_sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now))
     (row,) = run(_STATS.replace("{flows}", flows_sql), params)
-    failures = run(_STEP_FAILURES.replace("{flows}", flows_sql), params)
+    if flt.since is None and flt.until is None:
+        # Tenant and name are on every step row: no need to find the flows first.
+        scope = _Sql(params)
+        conditions = ["1"]
+        if flt.tenant is not None:
+            conditions.append(f"tenant = {scope.bind(flt.tenant, 'String')}")
+        if flt.name is not None:
+            conditions.append(f"flow_name = {scope.bind(flt.name, 'String')}")
+        where = " AND ".join(conditions)
+    else:
+        where = f"(tenant, flow_id) IN (SELECT tenant, flow_id FROM ({flows_sql}))"  # noqa: S608
+    failures = run(_STEP_FAILURES.replace("{scope}", where), params)
     finished = row["succeeded"] + row["failed"]
     quantiles = [_ms(v) for v in row["q"]] if row["timed"] else [None, None, None]
     return FlowStats(

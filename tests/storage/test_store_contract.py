@@ -487,6 +487,12 @@ class StoreContract:
             "validate": 1,
             "read": 1,
         }
+        # A time range finds the flows first: globex's read failure started 2 h after base.
+        recent = store.stats(since=datetime.fromtimestamp((NOW_US - 90 * 60 * 1_000_000) / 1e6, UTC))
+        assert recent.runs == 2
+        assert [(x.step_name, x.failures) for x in recent.failures_by_step] == [("read", 1)]
+        by_name = store.stats(name="data_import")
+        assert [(x.step_name, x.failures) for x in by_name.failures_by_step] == [("validate", 1)]
         empty = store.stats(tenant="nobody")
         assert empty.runs == 0 and empty.success_rate is None and empty.duration_p95_ms is None
 
