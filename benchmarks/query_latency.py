@@ -77,7 +77,10 @@ def _stats_breakdown(store: Any, reps: int) -> str:
         )
         parts = {
             "runs/status/duration percentiles": _queries._STATS.replace("{flows}", flows_sql),
-            "failures by step": _queries._STEP_FAILURES.replace("{flows}", flows_sql),
+            # No time range: the product counts failures from step rows by name.
+            "failures by step": _queries._STEP_FAILURES.replace(
+                "{scope}", f"flow_name = '{FLOW_NAMES[0]}'"
+            ),
             "merged flow rows alone (count)": f"SELECT count() FROM ({flows_sql})",
         }
         timed = {
