@@ -51,14 +51,15 @@ def render_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], width: i
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str] | None:
-    labels: dict[str, str] = {}
+def _pairs(pairs: Sequence[str], option: str, shape: str) -> dict[str, str] | None:
+    """``NAME=VALUE`` options as a dict (None when none were given)."""
+    parsed: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--label")
-        labels[key] = value
-    return labels or None
+            raise click.BadParameter(f"{pair!r}: expected {shape}", param_hint=option)
+        parsed[key] = value
+    return parsed or None
 
 
 def _dump(model: Any) -> str:
@@ -104,7 +105,7 @@ def flows_command(
         tenant=tenant,
         status=status,
         name=name,
-        labels=_labels(label_pairs),
+        labels=_pairs(label_pairs, "--label", "KEY=VALUE"),
         since=since,
         until=until,
         limit=limit,
@@ -227,13 +228,7 @@ def sql_command(statement: str, params: tuple[str, ...], as_json: bool) -> None:
     """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE)."""
     from dashfrog import query
 
-    bound: dict[str, str] = {}
-    for pair in params:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--param")
-        bound[key] = value
-    result = _call(query.sql, statement, bound or None)
+    result = _call(query.sql, statement, _pairs(params, "--param", "NAME=VALUE"))
     if as_json:
         for row in result:
             click.echo(json.dumps(row, sort_keys=True, default=str))

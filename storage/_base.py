@@ -34,6 +34,22 @@ from dashfrog.storage._schema import (
 )
 from dashfrog.storage._sqlcheck import read_only_statement
 
+# Engine error codes meaning the caller's query is wrong (QueryError), not the store broken.
+USER_ERRORS = (
+    "SYNTAX_ERROR",
+    "UNKNOWN_TABLE",
+    "UNKNOWN_IDENTIFIER",
+    "UNKNOWN_FUNCTION",
+    "READONLY",
+    "BAD_QUERY_PARAMETER",
+    "UNKNOWN_QUERY_PARAMETER",
+    "ILLEGAL_TYPE_OF_ARGUMENT",
+    "TYPE_MISMATCH",
+    "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
+    "UNKNOWN_DATABASE",
+    "ACCESS_DENIED",
+)
+
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.DOTALL)
 
 

@@ -31,7 +31,7 @@ from dashfrog.storage._avro import (
     sweep_spool,
     write_container,
 )
-from dashfrog.storage._base import SqlStore
+from dashfrog.storage._base import USER_ERRORS, SqlStore
 from dashfrog.storage._schema import EVENT_COLUMNS
 
 SCHEME = "chdb://"
@@ -41,21 +41,6 @@ _INSERT = (
     f"SELECT {', '.join(EVENT_COLUMNS)} FROM Python(dashfrog_batch)"
 )
 
-# Messages that mean the caller's query is wrong rather than the store broken.
-_USER_ERRORS = (
-    "SYNTAX_ERROR",
-    "UNKNOWN_TABLE",
-    "UNKNOWN_IDENTIFIER",
-    "UNKNOWN_FUNCTION",
-    "READONLY",
-    "BAD_QUERY_PARAMETER",
-    "UNKNOWN_QUERY_PARAMETER",
-    "ILLEGAL_TYPE_OF_ARGUMENT",
-    "TYPE_MISMATCH",
-    "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
-    "UNKNOWN_DATABASE",
-    "ACCESS_DENIED",
-)
 
 
 def chdb_path(url: str) -> str:
@@ -140,7 +125,7 @@ class ChdbStore(SqlStore):
                 return self._conn.query(sql, fmt, params=bound)
             except Exception as exc:
                 text = str(exc)
-                if any(code in text for code in _USER_ERRORS):
+                if any(code in text for code in USER_ERRORS):
                     raise QueryError(text) from exc
                 raise StorageError(text) from exc
 

@@ -17,25 +17,10 @@ import clickhouse_connect
 import pyarrow as pa
 
 from dashfrog._exceptions import ConfigurationError, QueryError, StorageError
-from dashfrog.storage._base import SqlStore
+from dashfrog.storage._base import USER_ERRORS, SqlStore
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Server error codes that mean the caller's query is wrong, not the store.
-_USER_ERRORS = (
-    "SYNTAX_ERROR",
-    "UNKNOWN_TABLE",
-    "UNKNOWN_IDENTIFIER",
-    "UNKNOWN_FUNCTION",
-    "READONLY",
-    "BAD_QUERY_PARAMETER",
-    "UNKNOWN_QUERY_PARAMETER",
-    "ILLEGAL_TYPE_OF_ARGUMENT",
-    "TYPE_MISMATCH",
-    "NUMBER_OF_ARGUMENTS_DOESNT_MATCH",
-    "UNKNOWN_DATABASE",
-    "ACCESS_DENIED",
-)
 
 
 def client_options(url: str) -> dict[str, Any]:
@@ -111,7 +96,7 @@ class ClickhouseStore(SqlStore):
                 return fn(*args, **kwargs)
             except Exception as exc:
                 text = str(exc)
-                if any(code in text for code in _USER_ERRORS):
+                if any(code in text for code in USER_ERRORS):
                     raise QueryError(text) from exc
                 raise StorageError(text) from exc
 
