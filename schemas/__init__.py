@@ -2,6 +2,7 @@
 
 from dashfrog.schemas._codec import (
     EVENT_KINDS,
+    MAGIC,
     SCHEMA_HEADER,
     STATUSES,
     Event,
@@ -12,11 +13,13 @@ from dashfrog.schemas._codec import (
     headers,
     schema_json,
     validate,
+    writer_schema,
 )
 
 __all__ = [
     "EVENT_KINDS",
     "Event",
+    "MAGIC",
     "SCHEMA_HEADER",
     "STATUSES",
     "current_schema",
@@ -26,4 +29,5 @@ __all__ = [
     "headers",
     "schema_json",
     "validate",
+    "writer_schema",
 ]

@@ -72,7 +72,9 @@ def _shipped_schemas() -> dict[bytes, Any]:
 _foreign: OrderedDict[bytes, Any] = OrderedDict()
 
 
-def _writer_schema(fp: bytes, headers: Mapping[str, bytes] | None) -> Any:
+def writer_schema(fp: bytes, headers: Mapping[str, bytes] | None) -> Any:
+    """The parsed schema with fingerprint ``fp``: shipped here, or from the
+    message's ``dashfrog-schema`` header. Raises SchemaError otherwise."""
     known = _shipped_schemas().get(fp)
     if known is not None:
         return known
@@ -123,7 +125,7 @@ def decode(value: bytes, headers: Mapping[str, bytes] | None = None) -> list[Eve
     if not value or len(value) < 10 or value[:2] != MAGIC:
         raise SchemaError("not a DashFrog event message (missing Avro single-object header)")
     fp = bytes(value[2:10])
-    writer = _writer_schema(fp, headers)
+    writer = writer_schema(fp, headers)
     reader = None if fp == _current_fingerprint() else current_schema()
     try:
         batch = fastavro.schemaless_reader(io.BytesIO(value[10:]), writer, reader)

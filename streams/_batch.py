@@ -15,9 +15,8 @@ from fastavro.schema import to_parsing_canonical_form
 
 from dashfrog import schemas
 from dashfrog._exceptions import SchemaError
-from dashfrog.schemas import _codec
 
-schemas_magic = _codec.MAGIC
+schemas_magic = schemas.MAGIC
 
 # Headers a dead-lettered message carries besides the original ones.
 DLQ_REASON = "dashfrog-dlq-reason"
@@ -111,7 +110,7 @@ def writer_schema_json(fingerprint: bytes, headers: Mapping[str, bytes] | None) 
     known = _schema_json.get(fingerprint)
     if known is not None:
         return known
-    parsed = _codec._writer_schema(fingerprint, headers)
+    parsed = schemas.writer_schema(fingerprint, headers)
     text = to_parsing_canonical_form(parsed)
     if len(_schema_json) >= 256:
         _schema_json.clear()
