@@ -13,13 +13,39 @@ from dashfrog._broker import LocalBroker, ensure_topics_sync, start_broker
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Kafka-protocol broker (tansu, memory storage); yields its bootstrap address."""
+    """A real Kafka-protocol broker; yields its bootstrap address.
+
+    Default: tansu (memory storage) on a free loopback port. The switch
+    ``DASHFROG_TEST_KAFKA`` runs the suite on Apache Kafka instead:
+    ``testcontainers`` starts one in Docker, ``HOST:PORT`` uses a running one.
+    """
+    choice = os.environ.get("DASHFROG_TEST_KAFKA", "")
+    if choice == "testcontainers":
+        yield from _kafka_container()
+        return
+    if choice:
+        yield choice
+        return
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     running: LocalBroker = start_broker(log=str(log))
     try:
         yield running.bootstrap
     finally:
         running.stop()
+
+
+def _kafka_container() -> Iterator[str]:
+    try:
+        from testcontainers.kafka import KafkaContainer
+
+        container = KafkaContainer().with_kraft()
+        container.start()
+    except Exception as exc:  # no Docker engine, image not pullable, ...
+        pytest.fail(f"DASHFROG_TEST_KAFKA=testcontainers, but Apache Kafka did not start in Docker: {exc!r}")
+    try:
+        yield container.get_bootstrap_server()
+    finally:
+        container.stop()
 
 
 @pytest.fixture
