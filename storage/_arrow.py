@@ -22,21 +22,13 @@ _MAP = pa.map_(pa.string(), pa.string())
 _TS = pa.timestamp("us", tz="UTC")
 _ERROR = pa.struct([("type", _STR), ("message", _STR), ("stack", _STR)])
 
-_STRING_FIELDS = (
-    "event_id",
-    "kind",
-    "flow_id",
-    "tenant",
-    "flow_name",
-    "step_id",
-    "parent_step_id",
-    "step_name",
-    "status",
-    "service",
-    "host",
-    "trace_id",
-    "span_id",
-    "sdk_version",
+# Every events column that is plain text in the event (the rest: maps, the
+# timestamp, and the error record split into has_error and error_* columns).
+_STRING_FIELDS = tuple(
+    name
+    for name in EVENT_COLUMNS
+    if name not in ("labels", "attributes", "timestamp", "has_error")
+    and not name.startswith("error_")
 )
 _REQUIRED = ("event_id", "kind", "flow_id", "tenant", "flow_name", "timestamp")
 
