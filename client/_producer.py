@@ -1,13 +1,16 @@
 """The background sender: events leave the application through a bounded queue.
 
-Application threads only append to an in-memory deque (never block unless
-``queue_block_ms`` allows it, never raise). One daemon thread runs its own
+Application threads encode each event to Avro as they emit it and append
+the bytes to an in-memory deque (never block unless ``queue_block_ms`` allows
+it, never raise). Encoding at once keeps a queued event at about 250 bytes
+instead of a dict of Python objects three times that size, which is what
+bounds memory while the broker is away. One daemon thread runs its own
 asyncio loop with an aiokafka producer: it drains the queue every
 ``linger_ms``, groups events by the partition their flow id maps to under
-Kafka's default partitioner (murmur2 of the key), packs each group into one
-Avro message keyed by a flow id of the group, and sends it. Events whose send
-failed go back to the front of the queue; what does not fit is dropped,
-counted, and reported in a rate-limited log line.
+Kafka's default partitioner (murmur2 of the key), frames each group as one
+Avro ``EventBatch`` message keyed by a flow id of the group, and sends it.
+Events whose send failed go back to the front of the queue; what does not fit
+is dropped, counted, and reported in a rate-limited log line.
 """
 
 from __future__ import annotations
@@ -36,12 +39,16 @@ _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _KEY_HASH_CACHE = 65_536
 
 
+# A queued event: its flow id (the partition key) and its Avro encoding.
+Queued = tuple[str, bytes]
+
+
 class Sender:
     """Owns the queue, the sender thread and its aiokafka producer."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._queue: deque[schemas.Event] = deque()
+        self._queue: deque[Queued] = deque()
         self._capacity = settings.queue_size
         self._inflight = 0  # events handed to aiokafka, not yet acknowledged
         self._key_hashes: dict[str, int] = {}  # flow id → murmur2, sender thread only
@@ -70,7 +77,14 @@ class Sender:
             self.dropped += 1
             self._report_drops()
             return
-        self._queue.append(event)
+        try:
+            value = schemas.encode_event(event)
+        except Exception as exc:
+            # The SDK builds events the schema accepts; this is a bug, not the app's.
+            self._note_error(exc)
+            self.dropped += 1
+            return
+        self._queue.append((event["flow_id"], value))
         self.queued += 1
 
     def _wait_for_space(self) -> bool:
@@ -232,30 +246,27 @@ class Sender:
     async def _send_queued(self, producer: Any, partitions: list[int]) -> None:
         from aiokafka.partitioner import murmur2
 
-        taken: list[schemas.Event] = []
+        taken: list[Queued] = []
         queue = self._queue
         while queue and len(taken) < 20 * self.settings.batch_max_events:
             taken.append(queue.popleft())
         self._inflight += len(taken)
-        groups: dict[int, list[schemas.Event]] = {}
+        groups: dict[int, list[Queued]] = {}
         n = len(partitions)
         hashes = self._key_hashes
-        for event in taken:
-            flow_id = event["flow_id"]
+        for item in taken:
+            flow_id = item[0]
             h = hashes.get(flow_id)
             if h is None:
                 if len(hashes) >= _KEY_HASH_CACHE:
                     hashes.clear()
                 # Same mapping as Kafka's default partitioner for the key flow_id.
                 h = hashes[flow_id] = murmur2(flow_id.encode()) & 0x7FFFFFFF
-            p = partitions[h % n]
-            groups.setdefault(p, []).append(event)
+            groups.setdefault(partitions[h % n], []).append(item)
         sends = []
-        size = self.settings.batch_max_events
-        for partition, events in groups.items():
-            for i in range(0, len(events), size):
-                for chunk, value in self._encode(events[i : i + size]):
-                    sends.append((chunk, await self._send(producer, partition, chunk, value)))
+        for partition, items in groups.items():
+            for chunk in _messages(items, self.settings.batch_max_events):
+                sends.append((chunk, await self._send(producer, partition, chunk)))
         for chunk, future in sends:
             try:
                 if future is None:
@@ -272,29 +283,12 @@ class Sender:
         with self._space:
             self._space.notify_all()
 
-    def _encode(self, events: list[schemas.Event]) -> list[tuple[list[schemas.Event], bytes | None]]:
-        """Messages for ``events``; an event Avro cannot encode is dropped and counted."""
-        try:
-            return _fit(events)
-        except Exception:
-            parts: list[tuple[list[schemas.Event], bytes | None]] = []
-            for event in events:
-                try:
-                    parts.append(([event], schemas.encode([event])))
-                except Exception as exc:
-                    self._note_error(exc)
-                    self.dropped += 1
-                    self._inflight -= 1
-            return parts
-
-    async def _send(
-        self, producer: Any, partition: int, chunk: list[schemas.Event], value: bytes | None
-    ) -> Any:
+    async def _send(self, producer: Any, partition: int, chunk: list[Queued]) -> Any:
         try:
             return await producer.send(
                 self.settings.topic,
-                value=schemas.encode(chunk) if value is None else value,
-                key=chunk[0]["flow_id"].encode(),
+                value=schemas.frame([value for _, value in chunk]),
+                key=chunk[0][0].encode(),
                 partition=partition,
                 headers=schemas.headers(),
             )
@@ -310,20 +304,21 @@ class Sender:
         return True
 
 
-def _fit(events: list[schemas.Event]) -> list[tuple[list[schemas.Event], bytes | None]]:
-    """Split ``events`` so that each encoded message stays under Kafka's size limit.
-
-    Returns each part with its encoding (None for a single event, which
-    ``_send`` encodes): Avro encoding is most of the sender's CPU, under the
-    application's GIL, so a message is encoded once.
-    """
-    if len(events) <= 1:
-        return [(events, None)]
-    value = schemas.encode(events)
-    if len(value) <= _MAX_MESSAGE_BYTES:
-        return [(events, value)]
-    half = len(events) // 2
-    return _fit(events[:half]) + _fit(events[half:])
+def _messages(items: list[Queued], max_events: int) -> list[list[Queued]]:
+    """Split one partition's events into messages of at most ``max_events``
+    events and Kafka's size limit (an event alone always makes a message)."""
+    messages: list[list[Queued]] = []
+    current: list[Queued] = []
+    size = 0
+    for item in items:
+        if current and (len(current) >= max_events or size + len(item[1]) > _MAX_MESSAGE_BYTES):
+            messages.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item[1])
+    if current:
+        messages.append(current)
+    return messages
 
 
 _sender: Sender | None = None

@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         1000, ge=1, description="Most events packed into one Kafka message."
     )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "gzip", description="Kafka compression of the SDK's messages."
+        "zstd",
+        description="Kafka compression of the SDK's messages. zstd (through cramjam, a "
+        "dependency) compresses smaller than gzip at a quarter of its CPU, which the "
+        "sender spends under the application's GIL.",
     )
     exit_flush_timeout_s: float = Field(
         5.0, ge=0, description="How long interpreter exit waits to send what is queued."

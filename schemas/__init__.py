@@ -9,12 +9,14 @@ from dashfrog.schemas._codec import (
     current_schema,
     decode,
     encode,
+    frame,
     header_map,
     headers,
     schema_json,
     validate,
     writer_schema,
 )
+from dashfrog.schemas._writer import encode_event
 
 __all__ = [
     "EVENT_KINDS",
@@ -25,6 +27,8 @@ __all__ = [
     "current_schema",
     "decode",
     "encode",
+    "encode_event",
+    "frame",
     "header_map",
     "headers",
     "schema_json",

@@ -23,6 +23,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from dashfrog._exceptions import SchemaError
+from dashfrog.schemas._writer import batch_body, encode_event
 
 MAGIC = b"\xc3\x01"
 SCHEMA_HEADER = "dashfrog-schema"
@@ -103,13 +104,18 @@ def writer_schema(fp: bytes, headers: Mapping[str, bytes] | None) -> Any:
 
 def encode(events: Sequence[Event], schema: Any = None) -> bytes:
     """Encode ``events`` as one message value (optionally with another writer schema)."""
-    writer = current_schema() if schema is None else schema
-    fp = _current_fingerprint() if schema is None else _fingerprint(schema)
+    if schema is None:
+        return frame([encode_event(e) for e in events])
     out = io.BytesIO()
     out.write(MAGIC)
-    out.write(fp)
-    fastavro.schemaless_writer(out, writer, {"events": list(events)})
+    out.write(_fingerprint(schema))
+    fastavro.schemaless_writer(out, schema, {"events": list(events)})
     return out.getvalue()
+
+
+def frame(encoded: Sequence[bytes]) -> bytes:
+    """One message value from events encoded one by one with :func:`encode_event`."""
+    return MAGIC + _current_fingerprint() + batch_body(encoded)
 
 
 def headers() -> list[tuple[str, bytes]]:

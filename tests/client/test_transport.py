@@ -118,14 +118,14 @@ def test_an_event_avro_refuses_is_dropped_alone(sdk: dict, monkeypatch: pytest.M
     from dashfrog import schemas
     from dashfrog._producer import current_sender
 
-    real_encode = schemas.encode
+    real_encode = schemas.encode_event
 
-    def picky_encode(events: list, schema: object = None) -> bytes:
-        if any(e["flow_name"] == "poison" for e in events):
+    def picky_encode(event: dict) -> bytes:
+        if event["flow_name"] == "poison":
             raise ValueError("cannot encode")
-        return real_encode(events, schema)
+        return real_encode(event)
 
-    monkeypatch.setattr(schemas, "encode", picky_encode)
+    monkeypatch.setattr(schemas, "encode_event", picky_encode)
     with flow.start(name="poison", tenant="acme-corp"):
         pass
     with flow.start(name="healthy", tenant="acme-corp"):
@@ -144,3 +144,16 @@ def test_unavailable_compression_is_refused_at_setup(monkeypatch: pytest.MonkeyP
     with pytest.raises(dashfrog.ConfigurationError, match="compression 'lz4' needs a codec library"):
         dashfrog.setup(compression="lz4")
     dashfrog.setup()
+
+
+def test_messages_respect_the_event_count_and_kafka_size_limit() -> None:
+    from dashfrog._producer import _MAX_MESSAGE_BYTES, _messages
+
+    big = _MAX_MESSAGE_BYTES // 3
+    items = [(f"flow-{i}", b"x" * (big if i % 4 == 0 else 100)) for i in range(40)]
+    items.append(("flow-huge", b"x" * (_MAX_MESSAGE_BYTES + 1)))  # alone, over the limit
+    messages = _messages(items, max_events=7)
+    assert [item for message in messages for item in message] == items
+    for message in messages:
+        assert len(message) <= 7
+        assert len(message) == 1 or sum(len(v) for _, v in message) <= _MAX_MESSAGE_BYTES
