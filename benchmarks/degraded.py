@@ -2,8 +2,10 @@
 
 The process starts with the SDK pointed at a port where nothing listens (the
 broker is down from the start, so no memory freed by an earlier healthy phase
-can hide the queue's growth). Steps run in rounds of K until three times the
-queue bound in events has been emitted: the queue fills, then every further
+can hide the queue's growth). The queue's memory budget,
+``DASHFROG_QUEUE_MAX_BYTES``, is the limit that binds (the event count limit
+is set out of reach). Steps run in rounds of K until twice as many events
+have been dropped as the queue accepted: the queue fills, then every further
 event is dropped and counted. Then a broker starts on that port, the SDK
 recovers and sends what it kept, and the same rounds run again while it is
 healthy.
@@ -14,9 +16,9 @@ healthy.
   the GIL counts, and nothing may be dropped); down is the loop alone, since
   nothing can be acknowledged and the application never waits for it.
 - Memory: peak growth of resident memory during the down phase vs the
-  configured bound, ``DASHFROG_QUEUE_SIZE`` x the measured size of one queued
-  event (its dict, ids and maps, measured with tracemalloc on events built by
-  the SDK's own code).
+  configured bound, ``DASHFROG_QUEUE_MAX_BYTES``. The notes give what one
+  queued event holds as tracemalloc sees it (flow id and Avro bytes, built
+  and converted by the SDK's own code) beside what the SDK counts for it.
 """
 
 from __future__ import annotations
@@ -56,18 +58,22 @@ def _round(k: int, flush: bool = False) -> float:
 
 
 class _Collector:
-    """Stands in for the sender while measuring event size: keeps what ``emit`` gets."""
+    """Stands in for the sender while measuring event size: keeps what its queue would."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Any] = []
 
     def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+        from dashfrog._producer import queued
+
+        self.events.append(queued(event))
 
 
-def event_size(n_steps: int = 5_000) -> float:
-    """Bytes one queued event holds, on average, for the steps this benchmark emits."""
+def event_size(n_steps: int = 5_000) -> tuple[float, float]:
+    """Bytes one queued event holds on average (tracemalloc) for the steps this
+    benchmark emits, and what the SDK counts for it against the budget."""
     from dashfrog import _flow
+    from dashfrog._producer import cost
 
     collector = _Collector()
     original = _flow.get_sender
@@ -81,7 +87,8 @@ def event_size(n_steps: int = 5_000) -> float:
         tracemalloc.stop()
     finally:
         _flow.get_sender = original
-    return (after - before) / len(collector.events)
+    n = len(collector.events)
+    return (after - before) / n, sum(map(cost, collector.events)) / n
 
 
 def run(quick: bool) -> list[Row]:
@@ -90,9 +97,9 @@ def run(quick: bool) -> list[Row]:
     from dashfrog._settings import set_settings
 
     quiet_logs()
-    queue_size = 5_000 if quick else 50_000
+    budget = (2 if quick else 16) * 1024 * 1024
     k = 1_000 if quick else 5_000
-    down_rounds = max(3, (3 * queue_size // 2) // k)
+    max_down_rounds = 200
     healthy_rounds = 3 if quick else 10
     port = free_port()
     prefix = unique_prefix("degraded")
@@ -100,7 +107,8 @@ def run(quick: bool) -> list[Row]:
         kafka_bootstrap=f"127.0.0.1:{port}",
         topic_prefix=prefix,
         service_name="bench",
-        queue_size=queue_size,
+        queue_size=100_000_000,
+        queue_max_bytes=budget,
     )
     broker = None
     try:
@@ -114,12 +122,15 @@ def run(quick: bool) -> list[Row]:
         peak = rss0
         down: list[float] = []
         rss_full: int | None = None  # RSS when the queue was first seen full
-        for _ in range(down_rounds):
+        while len(down) < max_down_rounds:
             down.append(_round(k))
             rss = rss_bytes()
             peak = max(peak, rss)
-            if rss_full is None and dashfrog.stats()["queued"] >= queue_size:
+            stats = dashfrog.stats()
+            if rss_full is None and stats["dropped"]:
                 rss_full = rss
+            if stats["dropped"] >= 2 * stats["accepted"]:
+                break
         down_stats = dashfrog.stats()
 
         broker = start_broker(port)
@@ -136,7 +147,7 @@ def run(quick: bool) -> list[Row]:
         for _ in range(healthy_rounds):
             healthy.append(_round(k, flush=True))
         healthy_stats = dashfrog.stats()
-        per_event = event_size()
+        per_event, counted = event_size()
     finally:
         dashfrog.shutdown(10)
         set_settings(None)
@@ -146,7 +157,7 @@ def run(quick: bool) -> list[Row]:
     d, h = median(down), median(healthy)
     after_full = "queue never filled" if rss_full is None else f"+{fmt_mib(peak - rss_full)}"
     growth = peak - rss0
-    bound = queue_size * per_event
+    bound = budget
     kept = recovered["sent"]
     emitted = down_stats["accepted"] + down_stats["dropped"]
     healthy_dropped = healthy_stats["dropped"] - recovered["dropped"]
@@ -159,9 +170,9 @@ def run(quick: bool) -> list[Row]:
             "≤ 2x",
             d / h <= 2 and healthy_dropped == 0,
             [
-                f"broker down: {down_rounds} rounds of {k:,} steps (median; slowest round "
+                f"broker down: {len(down)} rounds of {k:,} steps (median; slowest round "
                 f"{fmt_us(max(down))}); {emitted:,} events emitted, {down_stats['dropped']:,} dropped "
-                f"once the {queue_size:,}-event queue was full",
+                f"once the queue's {fmt_mib(budget)} budget was full",
                 f"healthy: {healthy_rounds} rounds of {k:,} steps against a live broker, loop + flush "
                 f"until acknowledged (median), dropped {healthy_dropped:,}",
                 f"after the broker came up the SDK sent the {kept:,} events it kept in {recovery_s:.1f}s",
@@ -175,9 +186,13 @@ def run(quick: bool) -> list[Row]:
             "≤ 1x (within bound)",
             growth <= bound,
             [
-                f"bound = DASHFROG_QUEUE_SIZE {queue_size:,} x {per_event:,.0f} bytes per queued "
-                f"event (tracemalloc over events built by the SDK, so without the allocator's own "
-                f"overhead); peak RSS growth sampled after each round, from {fmt_mib(rss0)}",
+                f"bound = DASHFROG_QUEUE_MAX_BYTES {fmt_mib(budget)}, which held "
+                f"{down_stats['accepted']:,} events; peak RSS growth sampled after each round, "
+                f"from {fmt_mib(rss0)}",
+                f"per queued event: {per_event:,.0f} bytes as tracemalloc sees it (flow id and "
+                f"Avro bytes, without the allocator's rounding), {counted:,.0f} bytes counted "
+                f"against the budget, {growth / max(1, down_stats['accepted']):,.0f} bytes of RSS "
+                f"growth",
                 f"growth after the queue was full, while {down_stats['dropped']:,} more events were "
                 f"dropped: {after_full}",
             ],

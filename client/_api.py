@@ -53,7 +53,7 @@ def stats() -> dict[str, Any]:
     base: dict[str, Any] = (
         sender.stats()
         if sender is not None
-        else {"queued": 0, "accepted": 0, "sent": 0, "dropped": 0, "errors": 0, "messages": 0, "last_error": None}
+        else {"queued": 0, "queued_bytes": 0, "accepted": 0, "sent": 0, "dropped": 0, "errors": 0, "messages": 0, "last_error": None}
     )
     base["ignored_remote_contexts"] = _context.ignored_remote_count()
     base["disabled"] = get_settings().disabled

@@ -37,10 +37,24 @@ _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 # aiokafka's murmur2 is pure Python (about 5 µs a key) and runs under the GIL
 # the application needs; a flow's events share their key, so hashes are kept.
 _KEY_HASH_CACHE = 65_536
+# What a queued event costs beyond its Avro bytes and flow id text, at most:
+# the bytes and str headers (33 + 49), the 2-tuple (56), its deque slot (8)
+# and the allocator rounding each of the three objects up to 16 bytes (45).
+_EVENT_OVERHEAD = 192
 
 
 # A queued event: its flow id (the partition key) and its Avro encoding.
 Queued = tuple[str, bytes]
+
+
+def queued(event: schemas.Event) -> Queued:
+    """What the queue keeps of an event. Raises if Avro cannot encode it."""
+    return event["flow_id"], schemas.encode_event(event)
+
+
+def cost(item: Queued) -> int:
+    """Bytes a queued event counts against ``queue_max_bytes``."""
+    return len(item[0]) + len(item[1]) + _EVENT_OVERHEAD
 
 
 class Sender:
@@ -50,9 +64,13 @@ class Sender:
         self.settings = settings
         self._queue: deque[Queued] = deque()
         self._capacity = settings.queue_size
+        self._max_bytes = settings.queue_max_bytes
         self._inflight = 0  # events handed to aiokafka, not yet acknowledged
+        self._bytes = 0  # cost() of the queued and in-flight events, under _space
         self._key_hashes: dict[str, int] = {}  # flow id → murmur2, sender thread only
-        self._space = threading.Condition()
+        # Guards _bytes (written by application threads and the sender) and
+        # lets a caller wait for space when queue_block_ms allows it.
+        self._space = threading.Condition(threading.Lock())
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -73,40 +91,55 @@ class Sender:
 
     def emit(self, event: schemas.Event) -> None:
         """Queue one event. Never raises; drops and counts when the queue is full."""
-        if len(self._queue) + self._inflight >= self._capacity and not self._wait_for_space():
-            self.dropped += 1
-            self._report_drops()
+        if len(self._queue) + self._inflight >= self._capacity and self.settings.queue_block_ms <= 0:
+            self._drop()  # before encoding: a full queue should cost the caller little
             return
         try:
-            value = schemas.encode_event(event)
+            item = queued(event)
         except Exception as exc:
             # The SDK builds events the schema accepts; this is a bug, not the app's.
             self._note_error(exc)
             self.dropped += 1
             return
-        self._queue.append((event["flow_id"], value))
+        if not self._admit(item, cost(item)):
+            self._drop()
+            return
         self.queued += 1
 
-    def _wait_for_space(self) -> bool:
-        timeout = self.settings.queue_block_ms / 1000
-        if timeout <= 0:
-            return False
-        deadline = time.monotonic() + timeout
+    def _admit(self, item: Queued, size: int) -> bool:
+        """Append ``item`` if the queue has room for it, waiting up to ``queue_block_ms``."""
+        deadline = None
         with self._space:
-            while len(self._queue) + self._inflight >= self._capacity:
+            while len(self._queue) + self._inflight >= self._capacity or (
+                self._bytes + size > self._max_bytes
+            ):
+                if size > self._max_bytes:
+                    return False
+                if deadline is None:
+                    deadline = time.monotonic() + self.settings.queue_block_ms / 1000
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._space.wait(remaining):
                     return False
+            self._bytes += size
+            self._queue.append(item)
         return True
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._report_drops()
 
     def _report_drops(self) -> None:
         now = time.monotonic()
         if now - self._last_report >= _LOG_EVERY_S:
             self._last_report = now
             log.warning(
-                "dashfrog: event queue full (%d events); dropped %d events since the last report "
+                "dashfrog: event queue full (%d events, %d bytes; DASHFROG_QUEUE_SIZE %d, "
+                "DASHFROG_QUEUE_MAX_BYTES %d); dropped %d events since the last report "
                 "(%d in all). Is the broker at %s reachable? Last error: %s",
+                len(self._queue) + self._inflight,
+                self._bytes,
                 self._capacity,
+                self._max_bytes,
                 self.dropped - self._reported_dropped,
                 self.dropped,
                 self.settings.bootstrap,
@@ -142,6 +175,7 @@ class Sender:
     def stats(self) -> dict[str, Any]:
         return {
             "queued": len(self._queue) + self._inflight,
+            "queued_bytes": self._bytes,
             "accepted": self.queued,
             "sent": self.sent,
             "dropped": self.dropped,
@@ -246,11 +280,12 @@ class Sender:
     async def _send_queued(self, producer: Any, partitions: list[int]) -> None:
         from aiokafka.partitioner import murmur2
 
-        taken: list[Queued] = []
         queue = self._queue
-        while queue and len(taken) < 20 * self.settings.batch_max_events:
-            taken.append(queue.popleft())
-        self._inflight += len(taken)
+        # Counted in flight before they leave the queue, so that a caller
+        # checking for room never sees them in neither place.
+        n = min(len(queue), 20 * self.settings.batch_max_events)
+        self._inflight += n
+        taken = [queue.popleft() for _ in range(n)]
         groups: dict[int, list[Queued]] = {}
         n = len(partitions)
         hashes = self._key_hashes
@@ -267,6 +302,7 @@ class Sender:
         for partition, items in groups.items():
             for chunk in _messages(items, self.settings.batch_max_events):
                 sends.append((chunk, await self._send(producer, partition, chunk)))
+        acknowledged = 0
         for chunk, future in sends:
             try:
                 if future is None:
@@ -274,6 +310,7 @@ class Sender:
                 await future
                 self.sent += len(chunk)
                 self.messages += 1
+                acknowledged += sum(map(cost, chunk))
             except Exception as exc:
                 self._note_error(exc)
                 # Put them back in front, in order, for the next round.
@@ -281,6 +318,7 @@ class Sender:
             finally:
                 self._inflight -= len(chunk)
         with self._space:
+            self._bytes -= acknowledged
             self._space.notify_all()
 
     async def _send(self, producer: Any, partition: int, chunk: list[Queued]) -> Any:

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         50_000, ge=1, description="Events the SDK buffers in memory before it drops new ones."
     )
+    queue_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Memory the SDK's event queue may hold, in bytes: each queued event "
+        "counts its Avro encoding, its flow id and a fixed 192 bytes for the Python objects "
+        "around them. Past it new events are dropped, as past DASHFROG_QUEUE_SIZE.",
+    )
     queue_block_ms: float = Field(
         0.0,
         ge=0,

@@ -61,6 +61,48 @@ def test_queue_block_ms_waits_at_most_that_long() -> None:
         dashfrog.setup()
 
 
+def test_queue_max_bytes_bounds_the_memory_queued_events_hold() -> None:
+    from dashfrog._producer import current_sender
+
+    budget = 64 * 1024
+    dashfrog.setup(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_size=1_000_000, queue_max_bytes=budget,
+        exit_flush_timeout_s=0.2,
+    )
+    try:
+        for i in range(200):
+            with flow.start(name="offline", tenant="acme-corp", note="x" * 500, n=i):
+                pass
+        stats = dashfrog.stats()
+        assert 0 < stats["queued_bytes"] <= budget
+        assert stats["accepted"] + stats["dropped"] == 400 and stats["dropped"] > 0
+        sender = current_sender()
+        assert sender is not None
+        # What is counted covers at least the Avro bytes the queue really holds.
+        assert stats["queued_bytes"] >= sum(len(v) for _, v in sender._queue)
+        # An event bigger than the whole budget is dropped, not waited for.
+        dashfrog.setup(
+            kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_max_bytes=budget, queue_block_ms=5_000,
+            max_label_value_length=100_000, exit_flush_timeout_s=0.2,
+        )
+        t0 = time.perf_counter()
+        with flow.start(name="offline", tenant="acme-corp", blob="x" * 70_000):
+            pass
+        assert time.perf_counter() - t0 < 1
+        assert dashfrog.stats()["dropped"] == 1  # flow_started with the blob; flow_ended fits
+    finally:
+        dashfrog.setup()
+
+
+def test_queued_bytes_return_to_zero_once_acknowledged(sdk: dict) -> None:
+    for i in range(50):
+        with flow.start(name="counted", tenant="acme-corp", n=i), step.start("s"):
+            pass
+    assert dashfrog.flush(10)
+    stats = dashfrog.stats()
+    assert stats["sent"] == 200 and stats["queued"] == 0 and stats["queued_bytes"] == 0
+
+
 def test_events_queued_while_the_broker_is_down_are_sent_when_it_returns(broker: str, topic_prefix: str) -> None:
     from dashfrog._broker import ensure_topics_sync, start_broker
 
