@@ -3,7 +3,7 @@
 Both read the same pre-produced topic in the same run. The data is N events
 (flows of ten) sent through the SDK's own sender, so messages are packed the
 way applications pack them (events grouped by the partition of their flow id,
-up to ``DASHFROG_BATCH_MAX_EVENTS`` per gzip-compressed message).
+up to ``DASHFROG_BATCH_MAX_EVENTS`` per compressed message, zstd by default).
 
 Baseline: an aiokafka consumer assigned every partition from the beginning
 that only decodes the Avro messages (``schemas.decode``), nothing else. It
