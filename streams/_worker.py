@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from dashfrog._settings import Settings, get_settings
+from dashfrog.storage._base import SqlStore
 from dashfrog.storage._store import Store
 from dashfrog.streams._processor import Processor
 
@@ -141,6 +142,28 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def run_with_store(
+    settings: Settings, loglevel: str, main: Callable[[asyncio.Event, SqlStore], Awaitable[int]]
+) -> int:
+    """What every long-running command does around its work: configure logging,
+    open the store, let Ctrl-C and SIGTERM set ``stop``, close the store after
+    ``main(stop, store)`` returns its exit code."""
+    from dashfrog.storage import open_store
+
+    configure_logging(loglevel)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        store = open_store(settings.clickhouse_url)
+        try:
+            return await main(stop, store)
+        finally:
+            store.close()
+
+    return asyncio.run(run())
+
+
 @click.command("worker")
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines (0: none).")
 @click.option("--loglevel", default="warning", show_default=True, help="Log level (debug, info, warning, error).")
@@ -149,29 +172,20 @@ def worker_command(status_every: float, loglevel: str) -> None:
 
     Several workers with the same DASHFROG_PROCESSOR_GROUP share the partitions.
     """
-    from dashfrog.storage import open_store
-
-    configure_logging(loglevel)
     settings = get_settings()
 
-    async def main() -> int:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        store = open_store(settings.clickhouse_url)
-        try:
-            store.migrate()
-            click.echo(
-                f"dashfrog worker: {settings.topic} on {settings.bootstrap} → {_redact(settings.clickhouse_url)} "
-                f"(group {settings.processor_group})"
-            )
-            return await run_processor(settings, store, stop, status_every=status_every or None)
-        finally:
-            store.close()
+    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+        store.migrate()
+        click.echo(
+            f"dashfrog worker: {settings.topic} on {settings.bootstrap} → {redact(settings.clickhouse_url)} "
+            f"(group {settings.processor_group})"
+        )
+        return await run_processor(settings, store, stop, status_every=status_every or None)
 
-    sys.exit(asyncio.run(main()))
+    sys.exit(run_with_store(settings, loglevel, main))
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """A store URL without its password, for logs."""
     from urllib.parse import urlsplit, urlunsplit
 

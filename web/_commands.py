@@ -65,23 +65,16 @@ async def serve_api_until(
 @click.option("--loglevel", default="warning", show_default=True, help="Log level of the HTTP server.")
 def api_command(loglevel: str) -> None:
     """Serve the HTTP API against DASHFROG_CLICKHOUSE_URL (no processor in this process)."""
-    from dashfrog.storage import open_store
-    from dashfrog.streams._worker import configure_logging, install_stop_signals
+    from dashfrog.streams._worker import run_with_store
 
-    configure_logging(loglevel)
     settings = get_settings()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        store = open_store(settings.clickhouse_url)
-        try:
-            click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)})")
-            await serve_api_until(stop, store, settings, log_level=loglevel)
-        finally:
-            store.close()
+    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+        click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)})")
+        await serve_api_until(stop, store, settings, log_level=loglevel)
+        return 0
 
-    asyncio.run(main())
+    run_with_store(settings, loglevel, main)
 
 
 @click.command("up")
@@ -91,10 +84,8 @@ def up_command(status_every: float, loglevel: str) -> None:
     """Run everything in one process: a local broker (unless DASHFROG_KAFKA_BOOTSTRAP is
     set), the processor, chDB storage and the API. Ctrl-C stops it cleanly."""
     from dashfrog._broker import start_broker
-    from dashfrog.storage import open_store
-    from dashfrog.streams._worker import configure_logging, install_stop_signals, run_processor
+    from dashfrog.streams._worker import redact, run_processor, run_with_store
 
-    configure_logging(loglevel)
     settings = get_settings()
     broker = None
     if not settings.kafka_bootstrap:
@@ -108,45 +99,34 @@ def up_command(status_every: float, loglevel: str) -> None:
             ) from exc
         click.echo(f"dashfrog up: local broker on {broker.bootstrap} (memory storage)")
 
-    async def main() -> int:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        store = open_store(settings.clickhouse_url)
-        try:
-            store.migrate()
-            # In-process dashfrog.query calls read this store directly.
-            from dashfrog import query
+    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+        store.migrate()
+        # In-process dashfrog.query calls read this store directly.
+        from dashfrog import query
 
-            query.use_store(store)
-            api = asyncio.create_task(
-                # The store serialises its own calls: the API's reads and the
-                # processor's writes share the one chDB session safely.
-                serve_api_until(stop, store, settings, log_level=loglevel)
-            )
-            click.echo(
-                f"dashfrog up: {settings.topic} on {settings.bootstrap} → {settings.clickhouse_url}; "
-                f"API on http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)}). Ctrl-C stops."
-            )
-            try:
-                code = await run_processor(
-                    settings,
-                    store,
-                    stop,
-                    status_every=status_every or None,
-                )
-            finally:
-                stop.set()
-                try:
-                    await api
-                except click.ClickException as exc:
-                    click.echo(f"dashfrog up: {exc.message}", err=True)
-                    code = 1
-            return code
+        query.use_store(store)
+        api = asyncio.create_task(
+            # The store serialises its own calls: the API's reads and the
+            # processor's writes share the one chDB session safely.
+            serve_api_until(stop, store, settings, log_level=loglevel)
+        )
+        click.echo(
+            f"dashfrog up: {settings.topic} on {settings.bootstrap} → {redact(settings.clickhouse_url)}; "
+            f"API on http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)}). Ctrl-C stops."
+        )
+        try:
+            code = await run_processor(settings, store, stop, status_every=status_every or None)
         finally:
-            store.close()
+            stop.set()
+            try:
+                await api
+            except click.ClickException as exc:
+                click.echo(f"dashfrog up: {exc.message}", err=True)
+                code = 1
+        return code
 
     try:
-        code = asyncio.run(main())
+        code = run_with_store(settings, loglevel, main)
     finally:
         if broker is not None:
             broker.stop()

@@ -405,3 +405,10 @@ print(
 )
 store.close()
 """
+
+
+def test_store_urls_are_printed_without_their_password() -> None:
+    from dashfrog.streams._worker import redact
+
+    assert redact("clickhouse://app:s3cret@db:8123/dashfrog") == "clickhouse://app:***@db:8123/dashfrog"
+    assert redact("chdb://.dashfrog/chdb") == "chdb://.dashfrog/chdb"
