@@ -31,8 +31,13 @@ from dashfrog._settings import Settings
 
 log = logging.getLogger("dashfrog")
 
+_THREAD_NAME = "dashfrog-sender"
+# The aiokafka loggers a producer writes to.
+_LIBRARY_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.producer.producer", "aiokafka.producer.sender")
+
 _MAX_MESSAGE_BYTES = 900_000
 _LOG_EVERY_S = 10.0
+_UNREACHABLE_EVERY_S = 60.0
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 # aiokafka's murmur2 is pure Python (about 5 µs a key) and runs under the GIL
 # the application needs; a flow's events share their key, so hashes are kept.
@@ -84,7 +89,9 @@ class Sender:
         self.last_error: str | None = None
         self._reported_dropped = 0
         self._last_report = 0.0
-        self._thread = threading.Thread(target=self._run, name="dashfrog-sender", daemon=True)
+        self._last_unreachable_report = 0.0
+        _quiet_library_logs()
+        self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
         self._thread.start()
 
     # -- application side ----------------------------------------------------
@@ -223,6 +230,7 @@ class Sender:
         if producer is None:
             producer = await self._connect()
             if producer is None:
+                self._report_unreachable()
                 await self._sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
                 return None, partitions, refreshed, attempt + 1
             attempt = 0
@@ -272,6 +280,18 @@ class Sender:
                 with contextlib.suppress(Exception):
                     await producer.stop()
             return None
+
+    def _report_unreachable(self) -> None:
+        now = time.monotonic()
+        if now - self._last_unreachable_report >= _UNREACHABLE_EVERY_S:
+            self._last_unreachable_report = now
+            log.warning(
+                "dashfrog: cannot reach Kafka at %s (%s); %d events are queued and will be "
+                "sent when it is back. Set the 'dashfrog' logger to DEBUG for aiokafka's own logs.",
+                self.settings.bootstrap,
+                self.last_error or "no error given",
+                len(self._queue) + self._inflight,
+            )
 
     def _note_error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -357,6 +377,26 @@ def _messages(items: list[Queued], max_events: int) -> list[list[Queued]]:
     if current:
         messages.append(current)
     return messages
+
+
+class _FromSenderThread(logging.Filter):
+    """Holds back aiokafka's records from the sender thread unless the
+    ``dashfrog`` logger is at DEBUG: aiokafka logs every failed connection
+    attempt at ERROR, which would flood the application's logs (and its error
+    tracker) during an outage the SDK already reports, rate-limited."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != _THREAD_NAME or log.isEnabledFor(logging.DEBUG)
+
+
+_library_filter = _FromSenderThread()
+
+
+def _quiet_library_logs() -> None:
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _library_filter not in logger.filters:
+            logger.addFilter(_library_filter)
 
 
 _sender: Sender | None = None

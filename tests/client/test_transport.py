@@ -44,6 +44,35 @@ def test_broker_down_costs_bounded_time_and_counts_drops(caplog: pytest.LogCaptu
         assert time.perf_counter() - t0 < 5
 
 
+def test_an_outage_is_reported_once_not_per_connection_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{free_port()}", exit_flush_timeout_s=0.2)
+    try:
+        with flow.start(name="offline", tenant="acme-corp"):
+            pass
+        deadline = time.monotonic() + 20
+        while dashfrog.stats()["errors"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dashfrog.stats()["errors"] >= 3  # several failed attempts so far
+        library = [r for r in caplog.records if r.name.startswith("aiokafka")]
+        ours = [r for r in caplog.records if "cannot reach Kafka" in r.getMessage()]
+        assert library == [] and len(ours) == 1 and ours[0].levelname == "WARNING"
+        assert "events are queued and will be sent when it is back" in ours[0].getMessage()
+
+        # With the dashfrog logger at DEBUG, aiokafka's own records come through.
+        caplog.clear()
+        caplog.set_level(logging.DEBUG, logger="dashfrog")
+        errors = dashfrog.stats()["errors"]
+        deadline = time.monotonic() + 20
+        while dashfrog.stats()["errors"] < errors + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(r.name.startswith("aiokafka") for r in caplog.records)
+    finally:
+        dashfrog.setup()
+
+
 def test_queue_block_ms_waits_at_most_that_long() -> None:
     dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{free_port()}", queue_size=4, queue_block_ms=50, exit_flush_timeout_s=0.2)
     try:
