@@ -72,16 +72,13 @@ def _stats_breakdown(store: Any, reps: int) -> str:
         from dashfrog.storage import _queries
 
         params: dict[str, Any] = {}
-        flows_sql = _queries._flow_rows_sql(
+        sql = _queries._stats_sql(
             StatsFilter.parse(name=FLOW_NAMES[0]), params, _queries._stalled_before(300.0, None)
         )
         parts = {
-            "runs/status/duration percentiles": _queries._STATS.replace("{flows}", flows_sql),
-            # No time range: the product counts failures from step rows by name.
-            "failures by step": _queries._STEP_FAILURES.replace(
-                "{scope}", f"flow_name = '{FLOW_NAMES[0]}'"
-            ),
-            "merged flow rows alone (count)": f"SELECT count() FROM ({flows_sql})",
+            "runs/status/duration percentiles": sql.stats,
+            "failures by step": sql.failures,
+            "per-flow merge of flow_runs alone (count)": f"SELECT count() FROM ({sql.runs})",
         }
         timed = {
             what: percentile(_time(lambda sql=sql: store._query(sql, params), reps), 0.5)

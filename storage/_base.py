@@ -28,6 +28,7 @@ from dashfrog.storage._schema import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     TTL_COLUMNS,
+    flow_runs_projection,
     flows_projection,
     render,
     steps_projection,
@@ -194,12 +195,16 @@ class SqlStore(abc.ABC):
         return self._query(read_only_statement(sql), params)
 
     def rebuild(self) -> None:
-        """Re-project flows and steps from the raw events.
+        """Re-project flows, steps and flow_runs from the raw events.
 
         Safe while inserts continue: the views keep projecting new events and
         re-inserting state that is already there changes nothing.
         """
-        for table, projection in (("flows", flows_projection), ("steps", steps_projection)):
+        for table, projection in (
+            ("flows", flows_projection),
+            ("steps", steps_projection),
+            ("flow_runs", flow_runs_projection),
+        ):
             self._execute(f"TRUNCATE TABLE IF EXISTS {table}")
             self._execute(f"INSERT INTO {table} " + projection("events FINAL"))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from dashfrog._models import (
     ErrorInfo,
@@ -31,7 +31,7 @@ from dashfrog._models import (
     StepFailureCount,
     StepRecord,
 )
-from dashfrog.storage._schema import NO_ERROR_TS
+from dashfrog.storage._schema import NO_END_US, NO_ERROR_TS, NO_START_US
 
 Rows = list[dict[str, Any]]
 Runner = Callable[[str, Mapping[str, Any]], Rows]
@@ -161,32 +161,50 @@ WHERE tenant = {tenant:String} AND flow_id = {flow_id:String}
 ORDER BY timestamp, event_id
 """
 
-# Only partial rows of failed steps are read: the row a failed step_ended
-# produced carries end_failed = 1 and the step's name, so the rest of the
-# step's rows cannot change the answer.
-_STEP_FAILURES = """
-SELECT step_name, toInt64(count()) AS failures
-FROM (
-    SELECT max(step_name) AS step_name
-    FROM steps
-    WHERE end_failed = 1 AND {scope}
-    GROUP BY tenant, flow_id, step_id
-)
-GROUP BY step_name
-ORDER BY failures DESC, step_name
-LIMIT 100
+# Per flow, what stats need, from flow_runs (see _schema). {where} only tests
+# flow_runs' key columns (flow name, tenant) so that every partial row of a
+# selected flow takes part in the aggregation; {having} tests the merged start.
+_RUNS = """
+SELECT
+    tenant,
+    flow_id,
+    max(outcome) AS outcome_,
+    outcome_ = 0 AND toUnixTimestamp64Micro(max(last_activity)) < {stalled_before:Int64} AS stalled_,
+    if(min(started_us) = {no_start:Int64}, min(first_seen_us), min(started_us)) AS started_us_,
+    if(max(ended_us) = {no_end:Int64}, NULL, max(ended_us) - started_us_) AS duration_us_
+FROM flow_runs
+WHERE {where}
+GROUP BY tenant, flow_id
+HAVING {having}
 """
 
 _STATS = """
 SELECT
     toInt64(count()) AS runs,
-    toInt64(countIf(status = 'running')) AS running,
-    toInt64(countIf(stalled)) AS stalled,
-    toInt64(countIf(status = 'success')) AS succeeded,
-    toInt64(countIf(status = 'failed')) AS failed,
-    toInt64(count(duration_us)) AS timed,
-    quantilesExact(0.5, 0.95, 0.99)(duration_us) AS q
-FROM ({flows})
+    toInt64(countIf(outcome_ = 0)) AS running,
+    toInt64(countIf(stalled_)) AS stalled,
+    toInt64(countIf(outcome_ = 1)) AS succeeded,
+    toInt64(countIf(outcome_ = 2)) AS failed,
+    toInt64(count(duration_us_)) AS timed,
+    quantilesExact(0.5, 0.95, 0.99)(duration_us_) AS q
+FROM ({runs})
+"""
+
+# A failed step is counted once however many partial rows repeat it (its
+# start and end in different insert blocks, a redelivered end), under the
+# name its failed end carried.
+_STEP_FAILURES = """
+SELECT step_name, toInt64(count()) AS failures
+FROM (
+    SELECT max(failed.2) AS step_name
+    FROM flow_runs
+    ARRAY JOIN steps_failed AS failed
+    WHERE {scope}
+    GROUP BY tenant, flow_id, failed.1
+)
+GROUP BY step_name
+ORDER BY failures DESC, step_name
+LIMIT 100
 """
 
 
@@ -218,7 +236,7 @@ class _Sql:
 
 
 def _flow_rows_sql(
-    flt: FlowFilter | StatsFilter,
+    flt: FlowFilter,
     params: dict[str, Any],
     stalled_before_us: int,
     *,
@@ -243,26 +261,25 @@ def _flow_rows_sql(
         q.having.append(f"started_us >= {q.bind(_micros(flt.since), 'Int64')}")
     if flt.until is not None:
         q.having.append(f"started_us < {q.bind(_micros(flt.until), 'Int64')}")
-    if isinstance(flt, FlowFilter):
-        if flt.cursor is not None:
-            q.where.append(f"flow_id < {q.bind(flt.cursor, 'String')}")
-        if flt.status == "stalled":
-            q.having.append("stalled")
-        elif flt.status is not None:
-            q.having.append(f"status = {q.bind(flt.status, 'String')}")
-        if flt.labels:
-            matches = [tenant_cond] if tenant_cond else []
-            for key, value in flt.labels.items():
-                k, v = q.bind(key, "String"), q.bind(value, "String")
-                matches.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
-                q.having.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
-            # Narrow with the label skip indexes over partial rows first (a
-            # flow's labels sit on the rows its flow_started produced); the
-            # HAVING above re-checks the merged labels.
-            pre = " AND ".join(matches)
-            q.where.append(
-                f"(tenant, flow_id) IN (SELECT tenant, flow_id FROM flows WHERE {pre})"  # noqa: S608
-            )
+    if flt.cursor is not None:
+        q.where.append(f"flow_id < {q.bind(flt.cursor, 'String')}")
+    if flt.status == "stalled":
+        q.having.append("stalled")
+    elif flt.status is not None:
+        q.having.append(f"status = {q.bind(flt.status, 'String')}")
+    if flt.labels:
+        matches = [tenant_cond] if tenant_cond else []
+        for key, value in flt.labels.items():
+            k, v = q.bind(key, "String"), q.bind(value, "String")
+            matches.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
+            q.having.append(f"mapContains(labels, {k}) AND labels[{k}] = {v}")
+        # Narrow with the label skip indexes over partial rows first (a
+        # flow's labels sit on the rows its flow_started produced); the
+        # HAVING above re-checks the merged labels.
+        pre = " AND ".join(matches)
+        q.where.append(
+            f"(tenant, flow_id) IN (SELECT tenant, flow_id FROM flows WHERE {pre})"  # noqa: S608
+        )
     state = _FLOW_STATE.replace("{where}", " AND ".join(q.where) or "1")
     return _FLOW_ROWS.replace("{state}", state).replace("{having}", " AND ".join(q.having) or "1")
 
@@ -439,25 +456,41 @@ def _step_tree(rows: Rows) -> list[StepRecord]:
     return [build(step_id, frozenset()) for step_id in roots]
 
 
+class _StatsSql(NamedTuple):
+    runs: str  # one row per flow: the subquery of ``stats``
+    stats: str
+    failures: str
+
+
+def _stats_sql(flt: StatsFilter, params: dict[str, Any], stalled_before_us: int) -> _StatsSql:
+    """The statements of :func:`flow_stats`; fills ``params``."""
+    q = _Sql(params)
+    params.update(stalled_before=stalled_before_us, no_start=NO_START_US, no_end=NO_END_US)
+    if flt.tenant is not None:
+        q.where.append(f"tenant = {q.bind(flt.tenant, 'String')}")
+    if flt.name is not None:
+        q.where.append(f"flow_name = {q.bind(flt.name, 'String')}")
+    if flt.since is not None:
+        q.having.append(f"started_us_ >= {q.bind(_micros(flt.since), 'Int64')}")
+    if flt.until is not None:
+        q.having.append(f"started_us_ < {q.bind(_micros(flt.until), 'Int64')}")
+    where = " AND ".join(q.where) or "1"
+    runs = _RUNS.replace("{where}", where).replace("{having}", " AND ".join(q.having) or "1")
+    scope = where
+    if q.having:
+        # A time range is on the merged start: find those flows first.
+        scope += f" AND (tenant, flow_id) IN (SELECT tenant, flow_id FROM ({runs}))"  # noqa: S608
+    return _StatsSql(runs, _STATS.replace("{runs}", runs), _STEP_FAILURES.replace("{scope}", scope))
+
+
 def flow_stats(
     run: Runner, flt: StatsFilter, *, stalled_after_s: float, now: datetime | None = None
 ) -> FlowStats:
     """Runs, success rate, duration percentiles and failures per step."""
     params: dict[str, Any] = {}
-    flows_sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now))
-    (row,) = run(_STATS.replace("{flows}", flows_sql), params)
-    if flt.since is None and flt.until is None:
-        # Tenant and name are on every step row: no need to find the flows first.
-        scope = _Sql(params)
-        conditions = ["1"]
-        if flt.tenant is not None:
-            conditions.append(f"tenant = {scope.bind(flt.tenant, 'String')}")
-        if flt.name is not None:
-            conditions.append(f"flow_name = {scope.bind(flt.name, 'String')}")
-        where = " AND ".join(conditions)
-    else:
-        where = f"(tenant, flow_id) IN (SELECT tenant, flow_id FROM ({flows_sql}))"  # noqa: S608
-    failures = run(_STEP_FAILURES.replace("{scope}", where), params)
+    sql = _stats_sql(flt, params, _stalled_before(stalled_after_s, now))
+    (row,) = run(sql.stats, params)
+    failures = run(sql.failures, params)
     finished = row["succeeded"] + row["failed"]
     quantiles = [_ms(v) for v in row["q"]] if row["timed"] else [None, None, None]
     return FlowStats(

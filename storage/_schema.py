@@ -1,12 +1,14 @@
 """DDL, migrations and the flow/step projection, shared by every adapter.
 
-Projection design: ``flows`` and ``steps`` are AggregatingMergeTree tables whose
-columns are ``SimpleAggregateFunction``s with commutative, idempotent merge
-functions (min, max, max over tuples, maxMap, groupUniqArrayArray). Materialized
-views fill them from ``events``, so the projected state is the same whatever
-order events arrive in and however often they repeat: re-applying an event is a
-no-op under every one of those functions. Reads aggregate with the same
-functions (``GROUP BY tenant, flow_id``) instead of relying on background merges.
+Projection design: ``flows``, ``steps`` and ``flow_runs`` (the part of a flow's
+state that stats read, ordered by flow name) are AggregatingMergeTree tables
+whose columns are ``SimpleAggregateFunction``s with commutative, idempotent
+merge functions (min, max, max over tuples, maxMap, groupUniqArrayArray).
+Materialized views fill them from ``events``, so the projected state is the same
+whatever order events arrive in and however often they repeat: re-applying an
+event is a no-op under every one of those functions. Reads aggregate with the
+same functions (``GROUP BY tenant, flow_id``) instead of relying on background
+merges.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 # step start must never win those aggregates. UInt64 max is later than any
 # real timestamp in microseconds; 0 is earlier than any.
 NO_ERROR_TS = 18446744073709551615
+# The same for flow_runs' start (min) and end (max) in microseconds.
+NO_START_US = 9223372036854775807
+NO_END_US = -9223372036854775808
 
 TS = "DateTime64(6, 'UTC')"
 
@@ -189,12 +194,63 @@ GROUP BY tenant, flow_id, step_id
 """
 
 
+# What stats read, one partial row per (flow name, tenant, flow id) and insert
+# block: name first so that stats for a name read that name's rows only, and
+# plain integers with neutral elements instead of Nullable columns so that the
+# per-flow merge of a stats query stays cheap. ``outcome`` orders like the
+# flow status rule (a failed end wins over a successful one): 0 no end seen,
+# 1 success, 2 failed. ``steps_failed`` holds (step id, step name) of failed
+# step ends, so failures per step need no read of ``steps``.
+_FLOW_RUNS = f"""
+CREATE TABLE IF NOT EXISTS flow_runs (
+    flow_name LowCardinality(String),
+    tenant String,
+    flow_id String,
+    outcome SimpleAggregateFunction(max, UInt8),
+    started_us SimpleAggregateFunction(min, Int64),
+    first_seen_us SimpleAggregateFunction(min, Int64),
+    ended_us SimpleAggregateFunction(max, Int64),
+    last_activity SimpleAggregateFunction(max, {TS}),
+    steps_failed SimpleAggregateFunction(groupUniqArrayArray, Array(Tuple(String, String)))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (flow_name, tenant, flow_id)
+TTL toDateTime(last_activity) + INTERVAL __RETENTION_DAYS__ DAY
+"""
+
+_FLOW_RUNS_SELECT = (
+    """
+SELECT
+    flow_name,
+    tenant,
+    flow_id,
+    max(toUInt8(multiIf(kind != 'flow_ended', 0, status = 'failed', 2, status = 'success', 1, 0))) AS outcome,
+    min(if(kind = 'flow_started', toUnixTimestamp64Micro(timestamp), toInt64("""
+    + str(NO_START_US)
+    + """))) AS started_us,
+    min(toUnixTimestamp64Micro(timestamp)) AS first_seen_us,
+    max(if(kind = 'flow_ended', toUnixTimestamp64Micro(timestamp), toInt64("""
+    + str(NO_END_US)
+    + """))) AS ended_us,
+    max(timestamp) AS last_activity,
+    groupUniqArrayArray(if(kind = 'step_ended' AND status = 'failed' AND step_id != '',
+                           [(step_id, step_name)], [])) AS steps_failed
+FROM {source}
+GROUP BY flow_name, tenant, flow_id
+"""
+)
+
+
 def flows_projection(source: str) -> str:
     return _FLOWS_SELECT.replace("{source}", source)
 
 
 def steps_projection(source: str) -> str:
     return _STEPS_SELECT.replace("{source}", source)
+
+
+def flow_runs_projection(source: str) -> str:
+    return _FLOW_RUNS_SELECT.replace("{source}", source)
 
 
 @dataclass(frozen=True)
@@ -236,6 +292,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             + steps_projection("events"),
         ),
     ),
+    Migration(
+        4,
+        "flow_runs",
+        (
+            _FLOW_RUNS,
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS flow_runs_mv TO flow_runs AS "
+            + flow_runs_projection("events"),
+            # The view first: an event written after it exists is projected by
+            # it, one written before by this backfill, and one projected by both
+            # changes nothing. An insert already under way on another
+            # connection while the view is created can miss both; rebuild()
+            # repairs that.
+            "INSERT INTO flow_runs " + flow_runs_projection("events"),
+        ),
+    ),
 )
 
 # Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.
@@ -243,6 +314,7 @@ TTL_COLUMNS: dict[str, str] = {
     "events": "toDateTime(timestamp)",
     "flows": "toDateTime(last_activity)",
     "steps": "toDateTime(last_activity)",
+    "flow_runs": "toDateTime(last_activity)",
 }
 
 

@@ -32,7 +32,7 @@ def raw_rows(store: Any) -> list[dict[str, Any]]:
 
 
 def clear(store: Any) -> None:
-    for table in ("events", "flows", "steps"):
+    for table in ("events", "flows", "steps", "flow_runs"):
         store._execute(f"TRUNCATE TABLE {table}")
 
 
@@ -76,10 +76,10 @@ class EncodedContract:
         messages = [body(f.events) for f in flows]
         results = store.insert_encoded([(SCHEMA, messages)], "enc")
         assert results == [GroupResult(sum(len(f.events) for f in flows))]
-        encoded = raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1")
+        encoded = raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.stats()
         clear(store)
         store.insert_events([e for f in flows for e in f.events], "dec")
-        assert (raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1")) == encoded
+        assert (raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.stats()) == encoded
 
     def test_same_token_again_changes_nothing(self, store: Any) -> None:
         f = simple(fail="process")

@@ -172,14 +172,37 @@ class StoreContract:
         store.insert_events(f.events, "t1")
         store.migrate()
         store.migrate()
-        assert store.schema_version() == 3
-        assert store.select("SELECT count() AS n FROM schema_migrations FINAL")[0]["n"] == 3
+        assert store.schema_version() == 4
+        assert store.select("SELECT count() AS n FROM schema_migrations FINAL")[0]["n"] == 4
         assert ids(store.flows()) == {f.flow_id}
+        assert store.stats().runs == 1
+
+    def test_upgrade_projects_existing_events_for_stats(self, store: Any) -> None:
+        # A store at version 3: events, flows and steps exist, flow_runs not yet.
+        store._execute("DROP TABLE flow_runs_mv")
+        store._execute("DROP TABLE flow_runs")
+        store._execute("TRUNCATE TABLE schema_migrations")
+        store._execute(
+            "INSERT INTO schema_migrations (version, name) "
+            "VALUES (1, 'events'), (2, 'flows'), (3, 'steps')"
+        )
+        old = simple(fail="validate")
+        store.insert_events(old.events, "before-upgrade")
+        store.migrate()
+        assert store.schema_version() == 4
+        new = simple(fail="process")
+        store.insert_events(new.events, "after-upgrade")
+        s = store.stats()
+        assert (s.runs, s.failed) == (2, 2)
+        assert [(x.step_name, x.failures) for x in s.failures_by_step] == [
+            ("process", 1),
+            ("validate", 1),
+        ]
 
     def test_retention_change_updates_ttl(self, store: Any) -> None:
         store.retention_days = 7
         store.migrate()
-        for table in ("events", "flows", "steps"):
+        for table in ("events", "flows", "steps", "flow_runs"):
             (row,) = store.select(
                 "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
                 "AND name = {t:String}",
@@ -351,11 +374,13 @@ class StoreContract:
         f = simple(fail="validate")
         store.insert_events(f.events, "events/0/0-7")
         before = snapshot(store, "acme-corp")
-        store._execute("TRUNCATE TABLE flows")
-        store._execute("TRUNCATE TABLE steps")
+        stats = store.stats()
+        for table in ("flows", "steps", "flow_runs"):
+            store._execute(f"TRUNCATE TABLE {table}")
         store.insert_events(f.events, "events/0/0-7")
         assert store.select("SELECT count() AS n FROM events")[0]["n"] == len(f.events)
         assert snapshot(store, "acme-corp") == before
+        assert store.stats() == stats
 
     def test_duplicates_under_other_tokens_change_nothing(self, store: Any) -> None:
         f = simple(fail="process")
@@ -365,6 +390,42 @@ class StoreContract:
         store.insert_events(f.events, "c")
         assert snapshot(store, "acme-corp") == before
         assert store.stats(tenant="acme-corp").runs == 1
+
+    def test_failed_step_split_over_insert_blocks_counts_once(self, store: Any) -> None:
+        # Each insert block projects its own partial rows: a failed step whose
+        # start, end and redelivered end arrive apart has several of them.
+        a = Flow().start()
+        a_step = a.step("validate")
+        a.step_end(a_step, "validate", error="bad row")
+        a.run_step("process", error="timeout")
+        a.end()
+        b = Flow(tenant="globex").start()
+        b_step = b.step("validate")
+        b.step_end(b_step, "validate", error="bad row")
+        b.end()
+        a_end = a.events[2]
+        assert (a_end["kind"], a_end["step_id"]) == ("step_ended", a_step)
+        store.insert_events(a.events[:2], "a-start")
+        store.insert_events([a_end], "a-end")
+        store.insert_events(a.events[3:] + b.events, "rest")
+        store.insert_events([a_end, b.events[2]], "redelivered")
+        store.insert_events(list(reversed(a.events)), "replayed")
+        assert store.select(
+            "SELECT count() AS n FROM flow_runs WHERE notEmpty(steps_failed)"
+        )[0]["n"] > 2
+        hour_ago = datetime.fromtimestamp((NOW_US - 2 * HOUR_US) / 1e6, UTC)
+        for filters in ({}, {"name": "data_import"}, {"since": hour_ago}):
+            s = store.stats(**filters)
+            assert (s.runs, s.failed) == (2, 2), filters
+            assert [(x.step_name, x.failures) for x in s.failures_by_step] == [
+                ("validate", 2),
+                ("process", 1),
+            ], filters
+        acme = store.stats(tenant="acme-corp", until=datetime.now(UTC))
+        assert [(x.step_name, x.failures) for x in acme.failures_by_step] == [
+            ("process", 1),
+            ("validate", 1),
+        ]
 
     @settings(
         max_examples=20,
