@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         "chdb://.dashfrog/chdb",
         description="Store: `chdb://PATH` (embedded) or `clickhouse://user:pass@host:8123/db`.",
     )
-    retention_days: int = Field(90, ge=1, description="Days raw events, flows and steps are kept.")
+    retention_days: int = Field(90, ge=1, description="Days raw events and their projections (flows, steps, flow_runs) are kept.")
     stalled_after_s: float = Field(
         300.0, gt=0, description="A running flow with no activity for this long shows as stalled."
     )
