@@ -52,7 +52,10 @@ def client_options(url: str) -> dict[str, Any]:
 # A retried batch that the events table drops as a duplicate is still pushed
 # to the views (servers before 24.x skip them otherwise), so flows and steps
 # get whatever part of it a crash kept from them; re-applied state is a no-op.
-INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+INSERT_SETTINGS = {
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    "parallel_view_processing": 1,  # the views are independent (see _chdb)
+}
 
 
 class ClickhouseStore(SqlStore):
