@@ -9,7 +9,7 @@ Product: one Faust worker with a chDB store in this process (as in
 ``dashfrog up``). A probe step is visible from the first of two moments, both
 upper bounds on the true one: the store write holding its event returned
 (recorded by a thin wrapper around the store's write method; chDB inserts are
-synchronous, the flows/steps materialized views are filled within the insert,
+synchronous, the flows/steps/flow_runs materialized views are filled within the insert,
 and a write may span several statements, so rows can show before it returns),
 or a ``dashfrog.query.sql`` poll of the probe tenant's ended steps in the
 ``steps`` projection, every ``POLL_S``, first returned it. Every probe must be
@@ -315,7 +315,7 @@ def run(quick: bool) -> list[Row]:
         f"processor batch wait {result['batch_wait']}s; {len(sizes):,} store writes of "
         f"p50 {percentile(sizes, 0.5):,.0f} events taking p50 {fmt_ms(percentile(durations, 0.5))}, "
         f"p99 {fmt_ms(percentile(durations, 0.99))} through {result['write_path']} (chDB insert "
-        f"through the flows/steps materialized views)",
+        f"through the flows, steps and flow_runs materialized views, in parallel)",
     ]
     notes.append(breakdown)
     if report["dropped"]:
