@@ -239,6 +239,13 @@ class _Sql:
         self.params[name] = value
         return f"{{{name}:{type_}}}"
 
+    def started_between(self, since: datetime | None, until: datetime | None, column: str) -> None:
+        """Flows started in [since, until): a test on the merged start, so HAVING."""
+        if since is not None:
+            self.having.append(f"{column} >= {self.bind(_micros(since), 'Int64')}")
+        if until is not None:
+            self.having.append(f"{column} < {self.bind(_micros(until), 'Int64')}")
+
 
 def _flow_rows_sql(
     flt: FlowFilter,
@@ -262,10 +269,7 @@ def _flow_rows_sql(
         # before merging (5x fewer rows to group), and re-check the merged name.
         q.where.append(f"flow_name = {name}")
         q.having.append(f"name = {name}")
-    if flt.since is not None:
-        q.having.append(f"started_us >= {q.bind(_micros(flt.since), 'Int64')}")
-    if flt.until is not None:
-        q.having.append(f"started_us < {q.bind(_micros(flt.until), 'Int64')}")
+    q.started_between(flt.since, flt.until, "started_us")
     if flt.cursor is not None:
         q.where.append(f"flow_id < {q.bind(flt.cursor, 'String')}")
     if flt.status == "stalled":
@@ -475,10 +479,7 @@ def _stats_sql(flt: StatsFilter, params: dict[str, Any], stalled_before_us: int)
         q.where.append(f"tenant = {q.bind(flt.tenant, 'String')}")
     if flt.name is not None:
         q.where.append(f"flow_name = {q.bind(flt.name, 'String')}")
-    if flt.since is not None:
-        q.having.append(f"started_us_ >= {q.bind(_micros(flt.since), 'Int64')}")
-    if flt.until is not None:
-        q.having.append(f"started_us_ < {q.bind(_micros(flt.until), 'Int64')}")
+    q.started_between(flt.since, flt.until, "started_us_")
     where = " AND ".join(q.where) or "1"
     runs = _RUNS.replace("{where}", where).replace("{having}", " AND ".join(q.having) or "1")
     scope = where
