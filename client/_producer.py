@@ -301,11 +301,11 @@ class Sender:
         from aiokafka.partitioner import murmur2
 
         queue = self._queue
-        # Counted in flight before they leave the queue, so that a caller
-        # checking for room never sees them in neither place.
-        n = min(len(queue), 20 * self.settings.batch_max_events)
-        self._inflight += n
-        taken = [queue.popleft() for _ in range(n)]
+        # Counted in flight before they leave the queue: a caller checking
+        # for room may count them twice for a moment, never zero times.
+        count = min(len(queue), 20 * self.settings.batch_max_events)
+        self._inflight += count
+        taken = [queue.popleft() for _ in range(count)]
         groups: dict[int, list[Queued]] = {}
         n = len(partitions)
         hashes = self._key_hashes
