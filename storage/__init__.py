@@ -11,8 +11,10 @@ from dashfrog.storage._avro import (
     GroupResult,
     MalformedEventsError,
     UnsupportedSchema,
+    group_suffix,
 )
 from dashfrog.storage._base import SqlStore
+from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
 from dashfrog.storage._sqlcheck import read_only_statement
 from dashfrog.storage._store import Store
 
@@ -27,7 +29,7 @@ def open_store(
     *,
     retention_days: int | None = None,
     stalled_after_s: float | None = None,
-) -> SqlStore:
+) -> Store:
     """Open the store at ``url`` (default: DASHFROG_CLICKHOUSE_URL).
 
     ``chdb://PATH`` is the embedded engine (one owning process);
@@ -61,6 +63,10 @@ __all__ = [
     "SqlStore",
     "Store",
     "UnsupportedSchema",
+    "flow_events",
+    "flow_overview",
+    "flow_timeseries",
+    "group_suffix",
     "open_store",
     "read_only_statement",
 ]

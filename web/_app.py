@@ -26,6 +26,7 @@ from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage._base import SqlStore
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
+from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 
 STATIC = Path(__file__).parent / "static"
@@ -139,8 +140,10 @@ def create_app(
         until: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        format: Annotated[str, Query(description="json (one page), or csv / ndjson: every matching flow")] = "json",
     ) -> Any:
-        """Flows matching every filter, newest first; pass ``next_cursor`` back as ``cursor``."""
+        """Flows matching every filter, newest first; pass ``next_cursor`` back as ``cursor``.
+        ``format=csv`` or ``ndjson`` streams every matching flow as a download."""
         who = principal(authorization)
         merged: dict[str, str] = {}
         if labels:
@@ -156,17 +159,28 @@ def create_app(
             limit=limit,
             cursor=cursor,
         )
+        if format in EXPORT_FORMATS:
+            return await export_flows(store, runner, flt, format)
+        if format != "json":
+            raise QueryError(f"format={format!r}: use json, csv or ndjson")
         result = await runner(store.find_flows, flt)
         return result.model_dump(mode="json")
 
     @app.get("/api/flows/{flow_id}")
-    async def flow(flow_id: str, authorization: AuthHeader = None, tenant: str | None = None) -> Any:
-        """One flow with its step tree, errors and custom events; ``tenant`` narrows the lookup."""
+    async def flow(
+        flow_id: str, authorization: AuthHeader = None, tenant: str | None = None, format: str | None = None
+    ) -> Any:
+        """One flow with its step tree, errors and custom events; ``tenant`` narrows the lookup.
+        ``format=json`` downloads it with every raw event as an attachment."""
         who = principal(authorization)
         detail = await runner(store.flow, flow_id, scope_tenant(who, tenant))
         if detail is None:
             # A tenant credential gets 404 for other tenants' flows too: ids never leak.
             return _error(404, f"no flow {flow_id!r}")
+        if format is not None:
+            if format != "json":
+                raise QueryError(f"format={format!r}: a flow downloads as format=json")
+            return await export_flow(store, runner, detail)
         return detail.model_dump(mode="json")
 
     @app.get("/api/stats")
@@ -233,6 +247,7 @@ def create_app(
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(export_router(store, auth, runner))
 
     @app.post("/api/sql")
     async def sql(

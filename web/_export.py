@@ -1,0 +1,214 @@
+"""Charts and export over HTTP: stats and runs over time for the list's full
+filter set, flows streamed as CSV or NDJSON, one flow downloaded as JSON.
+
+The chart routes take the same filters as ``GET /api/flows`` (status and
+labels included) and aggregate over the same rows, so every number on the
+page follows every filter. Exports page through the store by flow-id cursor:
+memory holds one page whatever the number of flows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from dashfrog._models import FlowDetail, FlowFilter, FlowSummary
+from dashfrog.storage import SqlStore, flow_events, flow_overview, flow_timeseries
+from dashfrog.web._auth import Authenticator, scope_tenant
+
+EXPORT_PAGE = 1000
+EXPORT_FORMATS = ("csv", "ndjson")
+
+# CSV columns, in order: FlowSummary.flat() plus the error fields it adds.
+CSV_COLUMNS: tuple[str, ...] = (
+    "flow_id", "tenant", "name", "status", "stalled", "started_at", "ended_at", "duration_ms",
+    "last_activity", "current_step", "current_step_id", "steps_started", "steps_ended",
+    "steps_failed", "error_step", "error_type", "error_message", "labels", "services", "trace_id",
+)  # fmt: skip
+
+# A spreadsheet runs a cell that starts with one of these as a formula; the
+# values come from application code, so such text is exported quoted.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+StoreRunner = Callable[..., Awaitable[Any]]
+AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
+LabelPairs = Annotated[list[str] | None, Query(description="key:value, repeatable; all must match")]
+
+
+def list_filter(
+    tenant: str | None,
+    status: str | None,
+    name: str | None,
+    label: list[str] | None,
+    labels: str | None,
+    since: str | None,
+    until: str | None,
+    **extra: Any,
+) -> FlowFilter:
+    """The flow list's filter from its query parameters (already tenant-scoped)."""
+    # The list route's own parsers, so the grammar of labels and times stays one.
+    from dashfrog.web._app import _number_or_text, parse_label_pairs
+
+    merged: dict[str, str] = {}
+    if labels:
+        merged.update(FlowFilter.parse(labels=labels).labels or {})
+    merged.update(parse_label_pairs(label or []))
+    return FlowFilter.parse(  # type: ignore[no-any-return]
+        tenant=tenant,
+        status=status,
+        name=name,
+        labels=merged or None,
+        since=_number_or_text(since),
+        until=_number_or_text(until),
+        **extra,
+    )
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, list):
+        return ";".join(map(str, value))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_lines(flows: list[FlowSummary], *, header: bool) -> str:
+    """Flows as CSV rows (RFC 4180 quoting, CRLF), with the header row first if asked."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    for flow in flows:
+        row = flow.flat()
+        writer.writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def ndjson_lines(flows: list[FlowSummary]) -> str:
+    return "".join(json.dumps(f.model_dump(mode="json"), sort_keys=True) + "\n" for f in flows)
+
+
+def _filename(stem: str, ext: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
+    return f"{safe}-{stamp}.{ext}"
+
+
+async def export_flows(
+    store: SqlStore, run: StoreRunner, flt: FlowFilter, fmt: str
+) -> StreamingResponse:
+    """Every flow matching ``flt`` (its limit and cursor ignored), newest first."""
+    first = await run(
+        store.find_flows, flt.model_copy(update={"limit": EXPORT_PAGE, "cursor": None})
+    )
+
+    async def body() -> AsyncIterator[str]:
+        page, header = first, True
+        while True:
+            flows = list(page.flows)
+            yield csv_lines(flows, header=header) if fmt == "csv" else ndjson_lines(flows)
+            header = False
+            if page.next_cursor is None:
+                return
+            page = await run(
+                store.find_flows,
+                flt.model_copy(update={"limit": EXPORT_PAGE, "cursor": page.next_cursor}),
+            )
+
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="{_filename("flows", fmt)}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def export_flow(store: SqlStore, run: StoreRunner, detail: FlowDetail) -> JSONResponse:
+    """One flow with its step tree, errors, custom events and every raw event, as a download."""
+    body = detail.model_dump(mode="json")
+    raw = await run(flow_events, store, detail.tenant, detail.flow_id)
+    body["raw_events"] = json.loads(json.dumps(raw, default=_json_default))
+    return JSONResponse(
+        body,
+        headers={
+            "Content-Disposition": f'attachment; filename="{_filename("flow-" + detail.flow_id, "json")}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def export_router(store: SqlStore, auth: Authenticator, run: StoreRunner) -> APIRouter:
+    """Chart routes over ``store``; ``run`` runs blocking store calls off the loop."""
+    router = APIRouter()
+
+    @router.get("/api/stats/overview")
+    async def overview(
+        authorization: AuthHeader = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        label: LabelPairs = None,
+        labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Any:
+        """Runs by status, success rate, duration percentiles, a duration
+        histogram (1-2-5 ms buckets) and failures per step, over every flow
+        the same filters as ``GET /api/flows`` select."""
+        who = auth.principal(authorization)
+        flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+        return _json(await run(flow_overview, store, flt))
+
+    @router.get("/api/stats/timeseries")
+    async def timeseries(
+        authorization: AuthHeader = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        label: LabelPairs = None,
+        labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
+        since: str | None = None,
+        until: str | None = None,
+        bucket: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=31 * 86_400,
+                description="bucket width in seconds (default: about 60 buckets)",
+            ),
+        ] = None,
+    ) -> Any:
+        """Flows started per bucket by status (running, stalled, success,
+        failed) and their duration p50/p95, over the range of ``since`` /
+        ``until`` (or of the matching flows), empty buckets included."""
+        who = auth.principal(authorization)
+        flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+        return _json(await run(lambda: flow_timeseries(store, flt, bucket_s=bucket)))
+
+    return router
