@@ -51,10 +51,45 @@
     if (s < 60) return `${Math.round(s)} s ago`;
     if (s < 3600) return `${Math.round(s / 60)} min ago`;
     if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-    return new Date(iso).toLocaleDateString();
+    return fmtTime(iso).slice(0, 10);
   }
 
-  const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+  // The browser's zone as an offset from UTC: "UTC", "UTC+01:00", "UTC-05:00".
+  function zoneOf(date) {
+    const off = -date.getTimezoneOffset();
+    if (off === 0) return "UTC";
+    const a = Math.abs(off);
+    return `UTC${off > 0 ? "+" : "-"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+  }
+
+  // ISO 8601 order, 24-hour clock, milliseconds, zone: never the locale's format.
+  function fmtTime(iso) {
+    if (!iso) return "–";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return "–";
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)} ${zoneOf(d)}`;
+  }
+
+  // Microseconds since the epoch from the API's ISO strings (Date.parse keeps milliseconds only).
+  function usOf(iso) {
+    if (!iso) return null;
+    const ms = Date.parse(iso);
+    if (Number.isNaN(ms)) return null;
+    const frac = (iso.match(/\.(\d+)/) || [null, ""])[1];
+    return ms * 1000 + Number((frac + "000000").slice(3, 6));
+  }
+
+  // A span in milliseconds to the millisecond: "0.8 ms", "351.2 ms", "1.234 s", "2 m 3.456 s".
+  function fmtSpan(ms) {
+    if (ms === null || ms === undefined) return "–";
+    if (ms < 1000) return `${ms.toFixed(1)} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(3)} s`;
+    const m = Math.floor(ms / 60000);
+    return `${m} m ${((ms - m * 60000) / 1000).toFixed(3)} s`;
+  }
 
   function statusOf(flow) {
     return flow.status === "running" && flow.stalled ? "stalled" : flow.status;
@@ -170,6 +205,17 @@
     return p;
   }
 
+  // Every filter of the list (status and labels too): the list, its stats,
+  // its charts and its exports all ask for the same flows.
+  function listParams(f, extra) {
+    const labels = parseLabels(f.labels);
+    return filterParams(f, {
+      status: f.status,
+      labels: Object.keys(labels).length ? JSON.stringify(labels) : null,
+      ...(extra || {}),
+    });
+  }
+
   function matches(flow, f) {
     if (f.tenant && flow.tenant !== f.tenant) return false;
     if (f.name && flow.name !== f.name) return false;
@@ -259,19 +305,13 @@
   async function loadList({ append = false } = {}) {
     const generation = append ? list.generation : ++list.generation;
     const f = list.filters;
-    let labels;
+    let p;
     try {
-      labels = parseLabels(f.labels);
+      p = listParams(f, { limit: f.limit, cursor: append ? list.cursor : null });
     } catch (err) {
       notice(err.message);
       return;
     }
-    const p = filterParams(f, {
-      status: f.status,
-      limit: f.limit,
-      cursor: append ? list.cursor : null,
-      labels: Object.keys(labels).length ? JSON.stringify(labels) : null,
-    });
     let page;
     try {
       page = await api("/api/flows", p);
@@ -290,21 +330,27 @@
     $("#more").hidden = !list.cursor;
     $("#empty").hidden = list.rows.size > 0;
     $("#flows").dataset.loaded = String(list.generation);
-    if (!append) loadStats();
+    if (!append) {
+      loadStats();
+      loadCharts();
+    }
   }
 
   // -- stats -----------------------------------------------------------------
 
   async function loadStats() {
     const f = list.filters;
+    const generation = list.generation;
     let s;
     try {
-      s = await api("/api/stats", filterParams(f));
+      s = await api("/api/stats/overview", listParams(f));
     } catch (_) {
       return;
     }
+    if (generation !== list.generation) return;
     const pct = s.success_rate === null ? "–" : `${(s.success_rate * 100).toFixed(1)} %`;
-    const scope = [f.tenant || "all tenants", f.name || "all flows"].join(" · ");
+    const scope = [f.tenant || "all tenants", f.name || "all flows", f.status || "any status",
+      f.labels || null, f.range ? rangeText(f.range) : "any time"].filter(Boolean).join(" · ");
     const card = (label, value, cls) =>
       el("div", { class: `card ${cls || ""}` }, el("div", { class: "value", text: value }), el("div", { class: "label", text: label }));
     const failures = (s.failures_by_step || []).slice(0, 6);
@@ -320,13 +366,39 @@
         card("p50", fmtDuration(s.duration_p50_ms)),
         card("p95", fmtDuration(s.duration_p95_ms)),
         card("p99", fmtDuration(s.duration_p99_ms))),
-      failures.length
+      el("div", { class: "stats-panels" },
+        histogram(s.histogram || []),
+        failures.length
         ? el("div", { class: "failures" }, el("div", { class: "label", text: "failures per step" }),
           failures.map((x) => el("div", { class: "bar-row" },
             el("span", { class: "bar-name", text: x.step_name }),
             el("span", { class: "bar" }, barFill((100 * x.failures) / most)),
             el("span", { class: "bar-n", text: String(x.failures) }))))
-        : null);
+          : null));
+    $("#stats").dataset.runs = String(s.runs);
+  }
+
+  function rangeText(range) {
+    const opt = [...$("#filters select[name=range]").options].find((o) => o.value === range);
+    return opt ? opt.textContent : `last ${range} s`;
+  }
+
+  // Durations in 1-2-5 buckets: one column per bucket, height by count.
+  function histogram(buckets) {
+    if (!buckets.length) return null;
+    const most = Math.max(1, ...buckets.map((b) => b.count));
+    const edge = (ms) => (ms === null ? "∞" : fmtDuration(ms));
+    return el("div", { class: "histogram", "aria-label": "duration histogram" },
+      el("div", { class: "label", text: "duration of finished flows" }),
+      el("div", { class: "hist-cols" }, buckets.map((b) => {
+        const bar = el("span", { class: "hist-bar" });
+        bar.style.height = `${(100 * b.count) / most}%`;
+        return el("div", { class: "hist-col", title: `${edge(b.lo_ms)} – ${edge(b.hi_ms)}: ${b.count} flows`,
+          "data-lo-ms": b.lo_ms, "data-count": b.count },
+        el("span", { class: "hist-n", text: b.count ? String(b.count) : "" }),
+        el("span", { class: "hist-track" }, bar),
+        el("span", { class: "hist-edge", text: `≥${edge(b.lo_ms)}` }));
+      })));
   }
 
   function barFill(percent) {
@@ -338,16 +410,176 @@
   let statsTimer = null;
   function refreshStatsSoon() {
     if (statsTimer) return;
+    // Soon enough that a page is current within 2 s of a change, coalescing bursts.
     statsTimer = setTimeout(() => {
       statsTimer = null;
-      if (route().view === "list") loadStats();
-    }, 3000);
+      if (route().view === "list") {
+        loadStats();
+        loadCharts();
+      }
+    }, 700);
+  }
+
+  // -- charts (uPlot, served from /static/vendor) ----------------------------------
+
+  const STATUS_COLORS = { success: "#2f9e44", running: "#1c7ed6", stalled: "#e8590c", failed: "#e03131" };
+  const STACK = ["failed", "stalled", "running", "success"]; // bottom to top
+  const charts = { runs: null, durations: null, data: null };
+
+  function fmtAxisTime(sec, bucket, spansDays) {
+    const d = new Date(sec * 1000);
+    const day = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    if (bucket >= 86400) return day;
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const clock = bucket < 60 ? `${hm}:${pad(d.getSeconds())}` : hm;
+    return spansDays ? `${day} ${clock}` : clock;
+  }
+
+  function fmtBucket(sec) {
+    if (sec % 86400 === 0) return `${sec / 86400} d`;
+    if (sec % 3600 === 0) return `${sec / 3600} h`;
+    if (sec % 60 === 0) return `${sec / 60} min`;
+    return `${sec} s`;
+  }
+
+  async function loadCharts() {
+    const generation = list.generation;
+    let ts;
+    try {
+      ts = await api("/api/stats/timeseries", listParams(list.filters));
+    } catch (_) {
+      return;
+    }
+    if (generation !== list.generation) return;
+    renderCharts(ts);
+  }
+
+  function renderCharts(ts) {
+    charts.data = ts;
+    const box = $("#charts");
+    const points = ts.points || [];
+    const total = points.reduce((n, p) => n + STACK.reduce((m, k) => m + p[k], 0), 0);
+    box.dataset.bucket = String(ts.bucket_s);
+    box.dataset.total = String(total);
+    box.dataset.points = String(points.length);
+    for (const k of STACK) box.dataset[k] = String(points.reduce((n, p) => n + p[k], 0));
+    if (charts.runs) charts.runs.destroy();
+    if (charts.durations) charts.durations.destroy();
+    charts.runs = charts.durations = null;
+    const zone = zoneOf(new Date());
+    const runsBox = fill($("#chart-runs"),
+      el("div", { class: "chart-title", text: `Runs started per ${fmtBucket(ts.bucket_s)}, by status (${zone})` }));
+    const durBox = fill($("#chart-durations"),
+      el("div", { class: "chart-title", text: `Duration p50 / p95 per ${fmtBucket(ts.bucket_s)} (${zone})` }));
+    if (!points.length || typeof uPlot === "undefined") {
+      runsBox.append(el("p", { class: "muted", text: "no runs in this range" }));
+      return;
+    }
+    const xs = points.map((p) => Date.parse(p.t) / 1000);
+    const spansDays = new Date(xs[0] * 1000).toDateString() !== new Date(xs[xs.length - 1] * 1000).toDateString();
+    const width = Math.max(320, runsBox.clientWidth - 8);
+    const xAxis = {
+      stroke: "#6b7385",
+      grid: { stroke: "#eef0f3" },
+      values: (u, splits) => splits.map((v) => fmtAxisTime(v, ts.bucket_s, spansDays)),
+    };
+    const xSeries = { value: (u, v) => (v === null || v === undefined ? "–" : fmtTime(new Date(v * 1000).toISOString())) };
+
+    // Stacked bars: each series is the running total up to its status, drawn
+    // top-down so each smaller total paints over the one above it.
+    const cumulative = {};
+    let acc = points.map(() => 0);
+    for (const k of STACK) {
+      acc = acc.map((v, i) => v + points[i][k]);
+      cumulative[k] = acc;
+    }
+    const drawOrder = [...STACK].reverse();
+    const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.85, 60] }) : undefined;
+    charts.runs = new uPlot({
+      width, height: 190,
+      legend: { live: true },
+      cursor: { points: { show: false } },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+      axes: [xAxis, { stroke: "#6b7385", grid: { stroke: "#eef0f3" }, size: 40, values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) }],
+      series: [
+        xSeries,
+        ...drawOrder.map((k) => ({
+          label: k,
+          stroke: STATUS_COLORS[k],
+          fill: STATUS_COLORS[k],
+          width: 0,
+          paths: bars,
+          points: { show: false },
+          value: (u, v, si, i) => (i === null || i === undefined ? "–" : String(points[i][k])),
+        })),
+      ],
+    }, [xs, ...drawOrder.map((k) => cumulative[k])], runsBox);
+
+    const hasDurations = points.some((p) => p.p50_ms !== null);
+    if (!hasDurations) {
+      durBox.append(el("p", { class: "muted", text: "no finished runs in this range" }));
+      return;
+    }
+    const dur = (v) => (v === null || v === undefined ? "–" : fmtDuration(v));
+    charts.durations = new uPlot({
+      width, height: 190,
+      cursor: { points: { size: 6 } },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [xAxis, { stroke: "#6b7385", grid: { stroke: "#eef0f3" }, size: 64, values: (u, splits) => splits.map(dur) }],
+      series: [
+        xSeries,
+        { label: "p50", stroke: "#1c7ed6", width: 2, spanGaps: true, value: (u, v) => dur(v), points: { size: 4 } },
+        { label: "p95", stroke: "#ae3ec9", width: 2, spanGaps: true, value: (u, v) => dur(v), points: { size: 4 } },
+      ],
+    }, [xs, points.map((p) => p.p50_ms), points.map((p) => p.p95_ms)], durBox);
+  }
+
+  // -- export ------------------------------------------------------------------------
+
+  // Fetched (so a token travels as a header, never in a URL), then saved.
+  async function download(path, params, fallbackName) {
+    const query = params && [...params].length ? `?${params}` : "";
+    let resp;
+    try {
+      resp = await fetch(path + query, { headers: authHeaders(), cache: "no-store" });
+    } catch (err) {
+      notice(`Export failed: ${err.message}`);
+      return;
+    }
+    if (!resp.ok) {
+      let detail = resp.statusText;
+      try {
+        detail = (await resp.json()).detail || detail;
+      } catch (_) { /* not JSON */ }
+      notice(`Export failed: ${detail}`);
+      return;
+    }
+    const disposition = resp.headers.get("Content-Disposition") || "";
+    const m = disposition.match(/filename="([^"]+)"/);
+    const blob = await resp.blob();
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: m ? m[1] : fallbackName });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  function exportList(format) {
+    let p;
+    try {
+      p = listParams(list.filters, { format });
+    } catch (err) {
+      notice(err.message);
+      return;
+    }
+    download("/api/flows", p, `flows.${format}`);
   }
 
   // -- flow detail -------------------------------------------------------------
 
-  function errorBlock(error, title) {
-    return el("div", { class: "error" },
+  function errorBlock(error, title, cls) {
+    return el("div", { class: `error ${cls || ""}` },
       el("div", { class: "error-head" },
         title ? el("span", { class: "error-where", text: title }) : null,
         el("span", { class: "error-type", text: error.type }),
@@ -366,7 +598,8 @@
         step.services.length ? el("span", { class: "step-svc", text: step.services.join(", ") }) : null,
         el("span", { class: "step-time", text: fmtTime(step.started_at) })),
       chips(step.attributes, "chip attr"),
-      step.error ? errorBlock(step.error) : null,
+      step.error ? errorBlock(step.error, step.status === "retried" ? "attempt retried" : null,
+        step.status === "retried" ? "retried" : null) : null,
       step.children.length ? el("ul", { class: "steps" }, step.children.map(stepNode)) : null);
   }
 
@@ -385,12 +618,24 @@
       ["Trace id", flow.trace_id || "–"],
     ];
     fill($("#detail-view"),
-      el("a", { class: "back", href: backHref, text: "← all flows" }),
+      el("div", { class: "detail-bar" },
+        el("a", { class: "back", href: backHref, text: "← all flows" }),
+        el("button", { type: "button", id: "export-flow", class: "export", text: "Download JSON",
+          title: "This flow with its steps, errors and every event",
+          onclick: () => {
+            const p = new URLSearchParams({ format: "json" });
+            if (flow.tenant && !me.tenant) p.set("tenant", flow.tenant);
+            download(`/api/flows/${encodeURIComponent(flow.flow_id)}`, p, `flow-${flow.flow_id}.json`);
+          } })),
       el("h1", { class: "detail-title" }, badge(status), el("span", { class: "flow-name", text: flow.name })),
       el("dl", { class: "meta" }, meta.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
       el("h2", { text: "Labels" }),
       chips(flow.labels) || el("p", { class: "muted", text: "no labels" }),
-      flow.error ? [el("h2", { text: "Error" }), errorBlock(flow.error, flow.error.step_name ? `in step ${flow.error.step_name}` : "flow")] : null,
+      flow.error && flow.status === "failed"
+        ? [el("h2", { text: "Error" }), errorBlock(flow.error, flow.error.step_name ? `in step ${flow.error.step_name}` : "flow")]
+        : null,
+      el("h2", { text: "Timeline" }),
+      timeline(flow),
       el("h2", { text: "Steps" }),
       flow.steps.length ? el("ul", { class: "steps tree" }, flow.steps.map(stepNode)) : el("p", { class: "muted", text: "no steps yet" }),
       el("h2", { text: "Events" }),
@@ -404,10 +649,150 @@
             el("td", {}, chips(e.attributes, "chip attr")),
             el("td", { text: e.service })))))
         : el("p", { class: "muted", text: "no custom events" }),
-      flow.errors.length > 1
+      flow.status === "failed" && flow.errors.length > 1
         ? [el("h2", { text: `All errors (${flow.errors.length})` }),
           flow.errors.map((e) => errorBlock(e, e.step_name ? `step ${e.step_name}` : "flow"))]
+        : null,
+      // Not failed, yet errors: attempts that raised and were retried (or a
+      // step error the flow recovered from). Shown, but not as a failure.
+      flow.status !== "failed" && flow.errors.length
+        ? [el("h2", { text: `Errors the flow recovered from (${flow.errors.length})` }),
+          flow.errors.map((e) => errorBlock(e, e.step_name ? `step ${e.step_name}` : "flow", "retried"))]
         : null);
+  }
+
+  // -- timeline (waterfall) ------------------------------------------------------
+
+  const SERVICE_COLORS = ["#4c6ef5", "#12b886", "#f59f00", "#ae3ec9", "#15aabf", "#e64980", "#82c91e", "#fd7e14"];
+
+  // Length of the parts of [start, end] no child interval covers (microseconds).
+  function uncovered(start, end, intervals) {
+    const parts = intervals
+      .map(([a, b]) => [Math.max(a, start), Math.min(b, end)])
+      .filter(([a, b]) => b > a)
+      .sort((x, y) => x[0] - y[0]);
+    let covered = 0;
+    let at = start;
+    for (const [a, b] of parts) {
+      if (b <= at) continue;
+      covered += b - Math.max(a, at);
+      at = b;
+    }
+    return { gap: Math.max(0, end - start - covered), parts };
+  }
+
+  function niceStep(spanMs) {
+    for (const base of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000,
+      120000, 300000, 600000, 1800000, 3600000, 7200000, 21600000, 43200000, 86400000]) {
+      if (spanMs / base <= 6) return base;
+    }
+    return 86400000;
+  }
+
+  function timeline(flow) {
+    const nowUs = Date.now() * 1000;
+    const lastUs = usOf(flow.last_activity) || nowUs;
+    const live = (x) => (x.status === "running" ? Math.max(nowUs, lastUs) : lastUs);
+    const nodes = []; // depth-first, with depth
+    const walk = (steps, depth) => {
+      for (const st of steps) {
+        nodes.push({ step: st, depth });
+        walk(st.children || [], depth + 1);
+      }
+    };
+    walk(flow.steps, 1);
+    const startOf = (x) => usOf(x.started_at);
+    const endOf = (x) => usOf(x.ended_at) || live(x);
+    const starts = nodes.map((n) => startOf(n.step)).filter((v) => v !== null);
+    const t0 = startOf(flow) ?? (starts.length ? Math.min(...starts) : lastUs);
+    const ends = nodes.map((n) => endOf(n.step));
+    const t1 = Math.max(endOf(flow), ...ends, t0 + 1);
+    const span = t1 - t0;
+    const pct = (us) => `${Math.min(100, Math.max(0, (100 * us) / span)).toFixed(3)}%`;
+
+    const services = [];
+    const colorOf = (svc) => {
+      if (!svc) return "#868e96";
+      if (!services.includes(svc)) services.push(svc);
+      return SERVICE_COLORS[services.indexOf(svc) % SERVICE_COLORS.length];
+    };
+
+    const row = (x, depth, name, service, status, children, kind) => {
+      const start = startOf(x) ?? t0;
+      const end = Math.max(start, endOf(x));
+      const open = !x.ended_at;
+      const durMs = (end - start) / 1000;
+      const kids = children.map((c) => [startOf(c) ?? start, endOf(c)]);
+      const { gap, parts } = uncovered(start, end, kids);
+      const gapMs = gap / 1000;
+      const color = kind === "flow" ? "#495057" : colorOf(service);
+      const bar = el("div", {
+        class: `tl-bar tl-${status}${open ? " tl-open" : ""}${children.length ? " tl-parent" : ""}`,
+        title: `${name} · ${service || "–"} · ${status}\nstarted ${fmtTime(x.started_at)} (+${fmtSpan((start - t0) / 1000)})\n` +
+          `${open ? "running for" : "took"} ${fmtSpan(durMs)}` +
+          (children.length ? `\n${fmtSpan(gapMs)} not in child steps` : ""),
+      });
+      bar.style.left = pct(start - t0);
+      bar.style.width = pct(end - start);
+      bar.style.setProperty("--svc", color);
+      // Inside a parent: solid where child steps ran, hatched where none did.
+      for (const [a, b] of parts) {
+        const seg = el("span", { class: "tl-covered" });
+        seg.style.left = `${((100 * (a - start)) / Math.max(1, end - start)).toFixed(3)}%`;
+        seg.style.width = `${((100 * (b - a)) / Math.max(1, end - start)).toFixed(3)}%`;
+        bar.append(seg);
+      }
+      const label = el("div", { class: "tl-label" },
+        el("span", { class: "tl-swatch" }),
+        el("span", { class: "tl-name", text: name }));
+      label.style.paddingLeft = `${depth * 16}px`;
+      label.firstChild.style.background = color;
+      const gapText = children.length && gapMs >= 1
+        ? el("span", { class: "tl-gap", text: `${fmtSpan(gapMs)} not in ${kind === "flow" ? "steps" : "child steps"}` })
+        : null;
+      return el("div", {
+        class: `tl-row tl-depth-${Math.min(depth, 6)}`, "data-step": name, "data-kind": kind, "data-status": status,
+        "data-depth": depth, "data-offset-ms": ((start - t0) / 1000).toFixed(3), "data-duration-ms": durMs.toFixed(3),
+        "data-gap-ms": children.length ? gapMs.toFixed(3) : null, "data-service": service || "",
+      },
+      label,
+      el("div", { class: "tl-track" }, bar),
+      el("div", { class: "tl-info" },
+        el("span", { class: "tl-offset", text: `+${fmtSpan((start - t0) / 1000)}` }),
+        el("span", { class: "tl-dur", text: open ? `${fmtSpan(durMs)} …` : fmtSpan(durMs) }),
+        badge(status),
+        el("span", { class: "tl-svc", text: service || "" }),
+        gapText));
+    };
+
+    const flowStatus = statusOf(flow);
+    const rows = [row(flow, 0, flow.name, (flow.services || []).join(", "), flowStatus, flow.steps, "flow")];
+    for (const { step, depth } of nodes) {
+      rows.push(row(step, depth, step.name, (step.services || [])[0] || "", step.status, step.children || [], "step"));
+    }
+
+    // Axis: round offsets from the flow's start.
+    const stepMs = niceStep(span / 1000);
+    const ticks = [];
+    for (let ms = 0; ms * 1000 <= span; ms += stepMs) {
+      const tick = el("span", { class: "tl-tick", text: `+${ms < 1000 ? `${ms} ms` : fmtDuration(ms)}` });
+      tick.style.left = pct(ms * 1000);
+      ticks.push(tick);
+    }
+    return el("div", { class: "timeline", "data-span-ms": (span / 1000).toFixed(3) },
+      el("div", { class: "tl-head" },
+        el("div", { class: "tl-label muted", text: `from ${fmtTime(flow.started_at)}` }),
+        el("div", { class: "tl-axis" }, ticks),
+        el("div", { class: "tl-info muted", text: "offset · duration · status · service" })),
+      rows,
+      el("div", { class: "tl-legend" },
+        services.map((svc) => {
+          const sw = el("span", { class: "tl-swatch" });
+          sw.style.background = colorOf(svc);
+          return el("span", { class: "tl-legend-item" }, sw, svc);
+        }),
+        el("span", { class: "tl-legend-item" }, el("span", { class: "tl-swatch tl-hatch" }), "time not in child steps"),
+        el("span", { class: "tl-legend-item" }, el("span", { class: "tl-swatch tl-retried-key" }), "retried attempt")));
   }
 
   function stepName(flow, stepId) {
@@ -456,8 +841,16 @@
     node.textContent = text;
   }
 
+  // The tenant the stream is narrowed to: the list's filter, or the flow on screen.
+  function streamTenant() {
+    if (me.tenant) return "";
+    const r = route();
+    if (r.view === "detail") return r.params.get("tenant") || "";
+    return list.filters.tenant || "";
+  }
+
   function streamKey() {
-    return `${token()}|${me.tenant ? "" : list.filters.tenant || ""}`;
+    return `${token()}|${streamTenant()}`;
   }
 
   function connectStream(force = false) {
@@ -480,7 +873,8 @@
 
   async function runStream(ctrl) {
     const p = new URLSearchParams();
-    if (!me.tenant && list.filters.tenant) p.set("tenant", list.filters.tenant);
+    const tenant = streamTenant();
+    if (tenant) p.set("tenant", tenant);
     const query = [...p].length ? `?${p}` : "";
     const resp = await fetch(`/api/stream${query}`, { headers: authHeaders(), signal: ctrl.signal, cache: "no-store" });
     if (!resp.ok) {
@@ -539,11 +933,13 @@
   function onLiveFlows(flows) {
     const r = route();
     let touched = false;
+    let mine = false;
     for (const flow of flows) {
       if (me.tenant && flow.tenant !== me.tenant) continue; // the server scopes; belt and braces
       if (putRow(flow, { live: true })) touched = true;
-      if (r.view === "detail" && detail && detail.id === flow.flow_id) loadDetail(detail.id, detail.tenant);
+      if (r.view === "detail" && detail && detail.id === flow.flow_id) mine = true;
     }
+    if (mine) loadDetail(detail.id, detail.tenant);
     if (touched) refreshStatsSoon();
   }
 
@@ -561,6 +957,7 @@
     $("#detail-view").hidden = r.view !== "detail";
     if (r.view === "detail") {
       loadDetail(r.id, r.params.get("tenant"));
+      connectStream(); // a detail page opened from a link is live too
       return;
     }
     detail = null;
@@ -627,6 +1024,16 @@
       location.hash = "#/";
     });
     $("#more").addEventListener("click", () => loadList({ append: true }));
+    for (const button of document.querySelectorAll("[data-export]")) {
+      button.addEventListener("click", () => exportList(button.dataset.export));
+    }
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        if (charts.data && route().view === "list") renderCharts(charts.data);
+      }, 200);
+    });
     $("#token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const value = $("#token").value.trim();
