@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from dashfrog._exceptions import DashfrogError
+from dashfrog._timeline import span, text_timeline, when
 
 T = TypeVar("T")
 
@@ -41,11 +42,23 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def render_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], width: int = 48) -> str:
-    """A plain aligned text table; long cells are cut to ``width`` characters."""
+def render_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    width: int = 48,
+    min_widths: list[int] | None = None,
+) -> str:
+    """A plain aligned text table; long cells are cut to ``width`` characters.
+
+    ``min_widths`` (updated in place) carries column widths from one page of
+    a streamed table to the next, so its columns stay aligned.
+    """
     cells = [[_text(v) for v in row] for row in rows]
     cells = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in cells]
     widths = [max([len(col), *(len(row[i]) for row in cells)]) for i, col in enumerate(columns)]
+    if min_widths is not None:
+        widths = [max([w, *min_widths[i : i + 1]]) for i, w in enumerate(widths)]
+        min_widths[:] = widths
     lines = ["  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
@@ -83,9 +96,22 @@ def _dump(model: Any) -> str:
 )
 @click.option("--since", help="Started at or after: ISO 8601, e.g. 2026-11-25T10:00:00Z.")
 @click.option("--until", help="Started at or before: ISO 8601.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--cursor", help="next_cursor of a previous page.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per flow, per line.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="At most this many flows (default: every matching flow).",
+)
+@click.option("--cursor", help="Start after this flow id (a previous listing's `more: --cursor`).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "ndjson", "csv"]),
+    default="table",
+    show_default=True,
+    help="table; json (one array); ndjson (one object per line); csv (columns as the API's).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format ndjson.")
+@click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, hidden=True)
 def flows_command(
     tenant: str | None,
     status: str | None,
@@ -93,29 +119,69 @@ def flows_command(
     label_pairs: tuple[str, ...],
     since: str | None,
     until: str | None,
-    limit: int,
+    limit: int | None,
     cursor: str | None,
+    fmt: str,
     as_json: bool,
+    page_size: int,
 ) -> None:
-    """List flows, newest first."""
+    """List flows, newest first: every matching flow (or --limit), read a page at a time."""
     from dashfrog import query
 
-    found = _call(
-        query.flows,
-        tenant=tenant,
-        status=status,
-        name=name,
-        labels=_pairs(label_pairs, "--label", "KEY=VALUE"),
-        since=since,
-        until=until,
-        limit=limit,
-        cursor=cursor,
-    )
     if as_json:
-        for summary in found:
+        fmt = "ndjson"
+    labels = _pairs(label_pairs, "--label", "KEY=VALUE")
+    remaining = limit
+    widths: list[int] = []
+    count = 0
+    if fmt == "json":
+        click.echo("[", nl=False)
+    while True:
+        size = page_size if remaining is None else min(page_size, remaining)
+        found = _call(
+            query.flows,
+            tenant=tenant,
+            status=status,
+            name=name,
+            labels=labels,
+            since=since,
+            until=until,
+            limit=size,
+            cursor=cursor,
+        )
+        _emit_flows(fmt, list(found), first=count == 0, widths=widths)
+        count += len(found)
+        if remaining is not None:
+            remaining -= len(found)
+        cursor = found.next_cursor
+        if cursor is None or remaining == 0:
+            break
+    if fmt == "json":
+        click.echo("\n]" if count else "]")
+    elif fmt == "table" and cursor is not None:
+        click.echo(f"\nmore: --cursor {cursor}")
+
+
+def _emit_flows(fmt: str, flows: list[Any], *, first: bool, widths: list[int]) -> None:
+    """One page of flows in ``fmt``; a table keeps the widths of the pages before it."""
+    if fmt == "ndjson":
+        for summary in flows:
             click.echo(json.dumps(summary.model_dump(mode="json"), sort_keys=True))
         return
+    if fmt == "json":
+        for i, summary in enumerate(flows):
+            sep = "\n" if first and i == 0 else ",\n"
+            click.echo(sep + json.dumps(summary.model_dump(mode="json"), sort_keys=True), nl=False)
+        return
+    if fmt == "csv":
+        from dashfrog._export import flows_csv
+
+        click.echo(flows_csv(flows, header=first), nl=False)
+        return
+    if not flows and not first:
+        return
     columns = ("flow_id", "tenant", "name", "status", "step", "started", "ms", "labels", "error")
+    found = flows
     rows = [
         (
             f.flow_id,
@@ -130,9 +196,8 @@ def flows_command(
         )
         for f in found
     ]
-    click.echo(render_table(columns, rows))
-    if found.next_cursor:
-        click.echo(f"\nmore: --cursor {found.next_cursor}")
+    lines = render_table(columns, rows, min_widths=widths).split("\n")
+    click.echo("\n".join(lines if first else lines[1:]))
 
 
 @click.command("flow")
@@ -154,24 +219,28 @@ def flow_command(flow_id: str, tenant: str | None, as_json: bool) -> None:
     status = "stalled" if detail.stalled else detail.status
     click.echo(f"{detail.name} [{status}]  tenant={detail.tenant}  id={detail.flow_id}")
     click.echo(
-        f"started {_text(detail.started_at)}  ended {_text(detail.ended_at) or '-'}  {_text(detail.duration_ms)} ms"
+        f"started {when(detail.started_at)}  ended {when(detail.ended_at)}  {span(detail.duration_ms)}"
     )
     if detail.labels:
         click.echo(f"labels  {_text(detail.labels)}")
     click.echo(f"services {_text(detail.services)}")
+    click.echo("")
+    for line in text_timeline(detail, ascii_only=not _utf8_out()):
+        click.echo(line)
     for root in detail.steps:
-        for step, depth in _walk(root, 0):
-            line = f"{'  ' * (depth + 1)}- {step.name} [{step.status}] {_text(step.duration_ms)} ms ({_text(step.services)})"
+        for step, _depth in _walk(root, 0):
             if step.attributes:
-                line += f" {_text(step.attributes)}"
-            click.echo(line)
-            if step.error:
-                click.echo(f"{'  ' * (depth + 2)}{step.error.type}: {step.error.message}")
+                click.echo(f"  {step.name}: {_text(step.attributes)}")
     for event in detail.events:
-        click.echo(f"  * event {event.name} {_text(event.attributes)} at {_text(event.timestamp)}")
+        click.echo(f"  * event {event.name} {_text(event.attributes)} at {when(event.timestamp)}")
     flow_errors = [e for e in detail.errors if e.step_name is None]
     for error in flow_errors:
         click.echo(f"  flow error {error.type}: {error.message}")
+
+
+def _utf8_out() -> bool:
+    encoding = getattr(click.get_text_stream("stdout"), "encoding", None) or ""
+    return encoding.lower().replace("-", "") in ("utf8", "utf8sig")
 
 
 def _walk(step: Any, depth: int) -> Iterable[tuple[Any, int]]:

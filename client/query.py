@@ -41,7 +41,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dashfrog._exceptions import DashfrogError, QueryError
 from dashfrog._models import (
@@ -59,6 +59,9 @@ from dashfrog._models import (
 )
 from dashfrog._settings import get_settings
 
+if TYPE_CHECKING:  # the SDK imports without the storage extra
+    from dashfrog.storage import Store
+
 TimeArg = datetime | timedelta | str | int | float | None
 
 _HTTP_TIMEOUT_S = 30.0
@@ -72,17 +75,17 @@ class _Backend(Protocol):
 
 
 class _StoreBackend:
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def flows(self, flt: FlowFilter) -> FlowList:
-        return self.store.find_flows(flt)  # type: ignore[no-any-return]
+        return self.store.find_flows(flt)
 
     def flow(self, flow_id: str, tenant: str | None) -> FlowDetail | None:
-        return self.store.flow(flow_id, tenant)  # type: ignore[no-any-return]
+        return self.store.flow(flow_id, tenant)
 
     def stats(self, flt: StatsFilter) -> FlowStats:
-        return self.store.find_stats(flt)  # type: ignore[no-any-return]
+        return self.store.find_stats(flt)
 
     def sql(self, sql: str, params: Mapping[str, Any] | None) -> SqlResult:
         rows = self.store.select(sql, params)
@@ -151,11 +154,11 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
 
 
 _lock = threading.Lock()
-_registered: Any = None
-_direct: dict[str, Any] = {}
+_registered: Store | None = None
+_direct: dict[str, Store] = {}
 
 
-def use_store(store: Any) -> None:
+def use_store(store: Store | None) -> None:
     """Answer queries in this process from ``store`` (None: back to the default).
 
     ``dashfrog up`` registers its store so in-process code reads it directly;

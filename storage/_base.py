@@ -210,34 +210,8 @@ class SqlStore(abc.ABC):
 
     # -- reads ------------------------------------------------------------------------
 
-    def flows(
-        self,
-        tenant: str | None = None,
-        status: str | None = None,
-        name: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        since: Any = None,
-        until: Any = None,
-        limit: int = 100,
-        cursor: str | None = None,
-        *,
-        now: datetime | None = None,
-    ) -> FlowList:
-        """Flows matching every given filter, newest first; see FlowFilter."""
-        flt = FlowFilter.parse(
-            tenant=tenant,
-            status=status,
-            name=name,
-            labels=labels,
-            since=since,
-            until=until,
-            limit=limit,
-            cursor=cursor,
-            now=now,
-        )
-        return self.find_flows(flt, now=now)
-
     def find_flows(self, flt: FlowFilter, *, now: datetime | None = None) -> FlowList:
+        """Flows matching a validated filter, newest first; see FlowFilter."""
         return _queries.list_flows(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)
 
     def changed_flows(
@@ -257,18 +231,6 @@ class SqlStore(abc.ABC):
             self._query, flow_id, tenant=tenant, stalled_after_s=self.stalled_after_s, now=now
         )
 
-    def stats(
-        self,
-        tenant: str | None = None,
-        name: str | None = None,
-        since: Any = None,
-        until: Any = None,
-        *,
-        now: datetime | None = None,
-    ) -> FlowStats:
-        """Runs, success rate, duration percentiles and failures per step."""
-        flt = StatsFilter.parse(tenant=tenant, name=name, since=since, until=until, now=now)
-        return self.find_stats(flt, now=now)
-
     def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
+        """Runs, success rate, duration percentiles and failures per step."""
         return _queries.flow_stats(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)

@@ -1,6 +1,7 @@
-"""The store interface. Adapters (chDB, clickhouse-connect) implement it and share
-the DDL and queries; :func:`open_store` picks one by the URL's scheme and
-imports its driver only then.
+"""The store interface. Adapters (chDB, clickhouse-connect) implement it in
+full and share the DDL and queries; :func:`open_store` picks one by the URL's
+scheme and imports its driver only then. Consumers (the processor, the API,
+``dashfrog.query``) type against :class:`Store`, never against an adapter.
 """
 
 from __future__ import annotations
@@ -9,18 +10,43 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
+from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog.schemas import Event
 from dashfrog.storage._avro import EncodedGroup, GroupResult
 
 
 class Store(Protocol):
-    """Where raw events land and flows and steps are projected."""
+    """Where raw events land and flows and steps are projected.
+
+    Writes are idempotent per ``token``; reads take a validated filter
+    (:class:`FlowFilter`, :class:`StatsFilter`) and return the API's models.
+    Every method may raise StorageError (the engine failed) and the reads
+    QueryError (the caller's query is wrong).
+    """
 
     url: str
+    # Seconds without activity after which a running flow reads as stalled.
+    stalled_after_s: float
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None:
+        """Release the engine; later calls raise StorageError."""
+
+    # -- schema ------------------------------------------------------------------
 
     def migrate(self) -> None:
         """Create or upgrade tables; safe to run any number of times."""
+
+    def schema_version(self) -> int:
+        """The highest migration applied."""
+
+    def rebuild(self) -> None:
+        """Re-project flows and steps from the raw events table."""
+
+    # -- writes ------------------------------------------------------------------
 
     def insert_events(self, events: Sequence[Event], token: str) -> None:
         """Write ``events`` durably and project them into flows and steps.
@@ -41,14 +67,19 @@ class Store(Protocol):
         before it were written), StorageError when the engine fails.
         """
 
-    def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run a read query with bound ``{name:Type}`` parameters; rows as dicts."""
+    # -- reads -------------------------------------------------------------------
 
-    def rebuild(self) -> None:
-        """Re-project flows and steps from the raw events table."""
+    def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one read-only statement with bound ``{name:Type}`` parameters; rows as dicts."""
 
     def find_flows(self, flt: FlowFilter, *, now: datetime | None = None) -> FlowList:
         """Flows matching a validated filter, newest first (keyset pages by flow id)."""
+
+    def changed_flows(
+        self, since_s: int | None, tenants: Sequence[str] | None = None, limit: int = 1000
+    ) -> tuple[int, list[FlowSummary]]:
+        """Flows with events written since ``since_s`` (server epoch seconds) and
+        the server's current second; ``tenants`` None means every tenant."""
 
     def flow(
         self, flow_id: str, tenant: str | None = None, *, now: datetime | None = None
@@ -57,5 +88,3 @@ class Store(Protocol):
 
     def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
         """Runs, success rate, duration percentiles and failures per step."""
-
-    def close(self) -> None: ...

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dashfrog._settings import Settings
-from dashfrog.storage._avro import GroupResult, MalformedEventsError, group_suffix
-from dashfrog.storage._store import Store
+from dashfrog.storage import GroupResult, MalformedEventsError, Store, group_suffix
 from dashfrog.streams._batch import (
     Decoded,
     body,

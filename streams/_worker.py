@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -18,9 +17,10 @@ from typing import Any
 
 import click
 
+from dashfrog._models import StatsFilter
 from dashfrog._settings import Settings, get_settings
-from dashfrog.storage._base import SqlStore
-from dashfrog.storage._store import Store
+from dashfrog.runtime import redact, run_with_store
+from dashfrog.storage import Store
 from dashfrog.streams._processor import Processor
 
 log = logging.getLogger("dashfrog.streams")
@@ -74,12 +74,7 @@ def flow_counter(processor: Processor) -> Callable[[], Awaitable[int | None]]:
     """Count flows through the storage read queries, in the store thread."""
 
     async def count() -> int | None:
-        from dashfrog._models import StatsFilter
-
-        find_stats = getattr(processor.store, "find_stats", None)
-        if find_stats is None:
-            return None
-        stats = await asyncio.to_thread(find_stats, StatsFilter.parse())
+        stats = await asyncio.to_thread(processor.store.find_stats, StatsFilter.parse())
         return int(stats.runs)
 
     return count
@@ -118,52 +113,6 @@ async def run_processor(
         await processor.stop()
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """Ctrl-C and SIGTERM set ``stop``; a second Ctrl-C exits at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            sys.exit(130)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Faust and aiokafka are chatty at INFO about every rebalance step.
-    for noisy in ("faust", "mode", "aiokafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
-def run_with_store(
-    settings: Settings, loglevel: str, main: Callable[[asyncio.Event, SqlStore], Awaitable[int]]
-) -> int:
-    """What every long-running command does around its work: configure logging,
-    open the store, let Ctrl-C and SIGTERM set ``stop``, close the store after
-    ``main(stop, store)`` returns its exit code."""
-    from dashfrog.storage import open_store
-
-    configure_logging(loglevel)
-
-    async def run() -> int:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        store = open_store(settings.clickhouse_url)
-        try:
-            return await main(stop, store)
-        finally:
-            store.close()
-
-    return asyncio.run(run())
-
-
 @click.command("worker")
 @click.option("--status-every", type=float, default=5.0, show_default=True, help="Seconds between status lines (0: none).")
 @click.option("--loglevel", default="warning", show_default=True, help="Log level (debug, info, warning, error).")
@@ -174,7 +123,7 @@ def worker_command(status_every: float, loglevel: str) -> None:
     """
     settings = get_settings()
 
-    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+    async def main(stop: asyncio.Event, store: Store) -> int:
         store.migrate()
         click.echo(
             f"dashfrog worker: {settings.topic} on {settings.bootstrap} → {redact(settings.clickhouse_url)} "
@@ -184,13 +133,3 @@ def worker_command(status_every: float, loglevel: str) -> None:
 
     sys.exit(run_with_store(settings, loglevel, main))
 
-
-def redact(url: str) -> str:
-    """A store URL without its password, for logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._settings import Settings, get_settings
-from dashfrog.storage._base import SqlStore
+from dashfrog.storage import Store
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
@@ -41,10 +41,6 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-
-# Runs a blocking store call; ``dashfrog up`` passes the processor's store
-# thread so reads and writes of one chDB session never overlap.
-StoreRunner = Callable[..., Awaitable[Any]]
 
 # Module level: with postponed annotations FastAPI resolves these in the module's globals.
 AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
@@ -67,17 +63,16 @@ def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def create_app(
-    store: SqlStore,
+    store: Store,
     settings: Settings | None = None,
     *,
-    run: StoreRunner | None = None,
     live_interval_s: float = 1.0,
 ) -> FastAPI:
-    """The HTTP API and UI serving ``store``; ``run`` runs blocking store calls
-    (default: a thread pool); the live stream polls the store every ``live_interval_s``."""
+    """The HTTP API and UI serving ``store`` (blocking store calls run in a
+    thread pool); the live stream polls the store every ``live_interval_s``."""
     settings = settings or get_settings()
     auth = Authenticator(settings)
-    runner: StoreRunner = run or run_in_threadpool
+    runner = run_in_threadpool
     started_at = time.time()
 
     app = FastAPI(

@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from dashfrog._settings import Settings, get_settings
-from dashfrog.storage._base import SqlStore
-from dashfrog.web._app import StoreRunner, create_app
+from dashfrog.runtime import redact, run_with_store
+from dashfrog.storage import Store
+from dashfrog.web._app import create_app
 
 
 def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> Any:
@@ -42,9 +43,9 @@ def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> A
 
 
 async def serve_api_until(
-    stop: asyncio.Event, store: SqlStore, settings: Settings, *, run: StoreRunner | None = None, log_level: str = "warning"
+    stop: asyncio.Event, store: Store, settings: Settings, *, log_level: str = "warning"
 ) -> None:
-    app = create_app(store, settings, run=run)
+    app = create_app(store, settings)
     server = api_server(app, settings, log_level=log_level)
     task = asyncio.create_task(server.serve())
     try:
@@ -65,11 +66,9 @@ async def serve_api_until(
 @click.option("--loglevel", default="warning", show_default=True, help="Log level of the HTTP server.")
 def api_command(loglevel: str) -> None:
     """Serve the HTTP API against DASHFROG_CLICKHOUSE_URL (no processor in this process)."""
-    from dashfrog.streams._worker import run_with_store
-
     settings = get_settings()
 
-    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+    async def main(stop: asyncio.Event, store: Store) -> int:
         click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)})")
         await serve_api_until(stop, store, settings, log_level=loglevel)
         return 0
@@ -84,7 +83,7 @@ def up_command(status_every: float, loglevel: str) -> None:
     """Run everything in one process: a local broker (unless DASHFROG_KAFKA_BOOTSTRAP is
     set), the processor, chDB storage and the API. Ctrl-C stops it cleanly."""
     from dashfrog._broker import start_broker
-    from dashfrog.streams._worker import redact, run_processor, run_with_store
+    from dashfrog.streams import run_processor
 
     settings = get_settings()
     broker = None
@@ -99,7 +98,7 @@ def up_command(status_every: float, loglevel: str) -> None:
             ) from exc
         click.echo(f"dashfrog up: local broker on {broker.bootstrap} (memory storage)")
 
-    async def main(stop: asyncio.Event, store: SqlStore) -> int:
+    async def main(stop: asyncio.Event, store: Store) -> int:
         store.migrate()
         # In-process dashfrog.query calls read this store directly.
         from dashfrog import query

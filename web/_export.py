@@ -9,8 +9,6 @@ memory holds one page whatever the number of flows.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,23 +17,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from dashfrog._export import flows_csv
 from dashfrog._models import FlowDetail, FlowFilter, FlowSummary
 from dashfrog.storage import SqlStore, flow_events, flow_overview, flow_timeseries
 from dashfrog.web._auth import Authenticator, scope_tenant
 
 EXPORT_PAGE = 1000
 EXPORT_FORMATS = ("csv", "ndjson")
-
-# CSV columns, in order: FlowSummary.flat() plus the error fields it adds.
-CSV_COLUMNS: tuple[str, ...] = (
-    "flow_id", "tenant", "name", "status", "stalled", "started_at", "ended_at", "duration_ms",
-    "last_activity", "current_step", "current_step_id", "steps_started", "steps_ended",
-    "steps_failed", "error_step", "error_type", "error_message", "labels", "services", "trace_id",
-)  # fmt: skip
-
-# A spreadsheet runs a cell that starts with one of these as a formula; the
-# values come from application code, so such text is exported quoted.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 StoreRunner = Callable[..., Awaitable[Any]]
 AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
@@ -71,32 +59,6 @@ def list_filter(
     )
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    if isinstance(value, list):
-        return ";".join(map(str, value))
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def csv_lines(flows: list[FlowSummary], *, header: bool) -> str:
-    """Flows as CSV rows (RFC 4180 quoting, CRLF), with the header row first if asked."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    if header:
-        writer.writerow(CSV_COLUMNS)
-    for flow in flows:
-        row = flow.flat()
-        writer.writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
-    return out.getvalue()
-
-
 def ndjson_lines(flows: list[FlowSummary]) -> str:
     return "".join(json.dumps(f.model_dump(mode="json"), sort_keys=True) + "\n" for f in flows)
 
@@ -119,7 +81,7 @@ async def export_flows(
         page, header = first, True
         while True:
             flows = list(page.flows)
-            yield csv_lines(flows, header=header) if fmt == "csv" else ndjson_lines(flows)
+            yield flows_csv(flows, header=header) if fmt == "csv" else ndjson_lines(flows)
             header = False
             if page.next_cursor is None:
                 return

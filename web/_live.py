@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashfrog.storage._base import SqlStore
+from dashfrog.storage import Store
 
 log = logging.getLogger("dashfrog.web.live")
 
@@ -61,7 +61,7 @@ class LiveHub:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         run: Any,
         *,
         interval_s: float = 1.0,

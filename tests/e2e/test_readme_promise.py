@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dashfrog._broker import ensure_topics_sync, free_port
+from dashfrog.query import FlowFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHFROG = str(Path(sys.executable).parent / "dashfrog")
@@ -137,7 +138,7 @@ def test_rebuild_reprojects_from_raw_events(tmp_path: Path) -> None:
     store = open_store(url)
     store.migrate()
     store.insert_events(flow_events(12, tenants=3, steps=2, fail_every=4, run="rebuild"), "r1")
-    before = store.flows(limit=1000)
+    before = store.find_flows(FlowFilter.parse(limit=1000))
     store.close()
     env = {**os.environ, "DASHFROG_CLICKHOUSE_URL": url}
     result = cli(env, "rebuild", "--yes")
@@ -145,6 +146,6 @@ def test_rebuild_reprojects_from_raw_events(tmp_path: Path) -> None:
     assert "rebuilt 12 flows from" in result.stdout
     again = open_store(url)
     try:
-        assert again.flows(limit=1000).model_dump() == before.model_dump()
+        assert again.find_flows(FlowFilter.parse(limit=1000)).model_dump() == before.model_dump()
     finally:
         again.close()

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashfrog import SchemaError, schemas
+from dashfrog._models import StatsFilter
 from dashfrog.storage import GroupResult, MalformedEventsError, SqlStore, UnsupportedSchema
 from dashfrog.storage._avro import container_parts, mapping
 from tests.storage.test_store_contract import NOW_US, Flow, simple, snapshot
@@ -76,10 +77,10 @@ class EncodedContract:
         messages = [body(f.events) for f in flows]
         results = store.insert_encoded([(SCHEMA, messages)], "enc")
         assert results == [GroupResult(sum(len(f.events) for f in flows))]
-        encoded = raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.stats()
+        encoded = raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.find_stats(StatsFilter.parse())
         clear(store)
         store.insert_events([e for f in flows for e in f.events], "dec")
-        assert (raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.stats()) == encoded
+        assert (raw_rows(store), snapshot(store, "t0"), snapshot(store, "t1"), store.find_stats(StatsFilter.parse())) == encoded
 
     def test_same_token_again_changes_nothing(self, store: Any) -> None:
         f = simple(fail="process")

@@ -19,7 +19,7 @@ import pytest
 
 from dashfrog import query
 from dashfrog._exceptions import DashfrogError, QueryError
-from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, SqlResult
+from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, SqlResult, StatsFilter
 from dashfrog._settings import Settings, set_settings
 
 
@@ -139,7 +139,7 @@ class _Api(BaseHTTPRequestHandler):
                 else:
                     self._reply(200, found.model_dump(mode="json"))
             elif url.path == "/api/stats":
-                self._reply(200, store.stats(**params).model_dump(mode="json"))
+                self._reply(200, store.find_stats(StatsFilter.parse(**params)).model_dump(mode="json"))
             elif url.path == "/api/sql":
                 rows = store.select(body["sql"], body["params"])
                 self._reply(

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashfrog._exceptions import QueryError, StorageError
+from dashfrog._models import FlowFilter, StatsFilter
 
 NOW_US = int(time.time() * 1_000_000)
 HOUR_US = 3_600_000_000
@@ -152,7 +153,7 @@ def ids(flows: Any) -> set[str]:
 def snapshot(store: Any, tenant: str) -> list[dict[str, Any]]:
     """Everything the read side says about a tenant, comparable across stores."""
     out = []
-    for summary in store.flows(tenant=tenant, limit=10_000):
+    for summary in store.find_flows(FlowFilter.parse(tenant=tenant, limit=10_000)):
         detail = store.flow(summary.flow_id, tenant=tenant)
         out.append(detail.model_dump(exclude={"tenant"}))
     return out
@@ -174,8 +175,8 @@ class StoreContract:
         store.migrate()
         assert store.schema_version() == 4
         assert store.select("SELECT count() AS n FROM schema_migrations FINAL")[0]["n"] == 4
-        assert ids(store.flows()) == {f.flow_id}
-        assert store.stats().runs == 1
+        assert ids(store.find_flows(FlowFilter.parse())) == {f.flow_id}
+        assert store.find_stats(StatsFilter.parse()).runs == 1
 
     def test_upgrade_projects_existing_events_for_stats(self, store: Any) -> None:
         # A store at version 3: events, flows and steps exist, flow_runs not yet.
@@ -192,7 +193,7 @@ class StoreContract:
         assert store.schema_version() == 4
         new = simple(fail="process")
         store.insert_events(new.events, "after-upgrade")
-        s = store.stats()
+        s = store.find_stats(StatsFilter.parse())
         assert (s.runs, s.failed) == (2, 2)
         assert [(x.step_name, x.failures) for x in s.failures_by_step] == [
             ("process", 1),
@@ -215,7 +216,7 @@ class StoreContract:
     def test_successful_flow(self, store: Any) -> None:
         f = simple(labels={"env": "prod", "webhook_type": "stripe.payment.success"})
         store.insert_events(f.events, "t1")
-        (s,) = store.flows()
+        (s,) = store.find_flows(FlowFilter.parse())
         assert (s.status, s.stalled, s.name, s.tenant) == (
             "success",
             False,
@@ -245,7 +246,7 @@ class StoreContract:
         f.run_step("validate", error="Invalid data format")
         f.end()  # the SDK ends such a flow failed, carrying the step's error
         store.insert_events(f.events, "t1")
-        (s,) = store.flows(status="failed")
+        (s,) = store.find_flows(FlowFilter.parse(status="failed"))
         assert s.flow_id == f.flow_id and s.ended_at is not None
         assert s.error is not None
         assert (s.error.step_name, s.error.type, s.error.message) == (
@@ -260,7 +261,7 @@ class StoreContract:
             ("validate", "Invalid data format"),
             (None, "Invalid data format"),
         ]
-        assert store.flows(status="success").flows == []
+        assert store.find_flows(FlowFilter.parse(status="success")).flows == []
 
     def test_retried_step_that_finally_succeeds_leaves_flow_successful(self, store: Any) -> None:
         f = Flow().start()
@@ -268,7 +269,7 @@ class StoreContract:
         f.run_step("charge")
         f.end(status="success")  # e.g. a Celery task's flow.end() after its retry succeeded
         store.insert_events(f.events, "t1")
-        (s,) = store.flows()
+        (s,) = store.find_flows(FlowFilter.parse())
         assert s.status == "success" and s.steps_failed == 1
         assert s.error is not None and s.error.message == "card network timeout"
 
@@ -277,7 +278,7 @@ class StoreContract:
         f.run_step("read")
         f.end(error="boom")
         store.insert_events(f.events, "t1")
-        (s,) = store.flows()
+        (s,) = store.find_flows(FlowFilter.parse())
         assert s.status == "failed" and s.steps_failed == 0
         assert s.error.step_name is None and s.error.message == "boom"
 
@@ -289,17 +290,17 @@ class StoreContract:
         fresh = Flow(start_us=now_us - 5_000_000).start()
         fresh.step("read")
         store.insert_events(old.events + fresh.events, "t1")
-        by_id = {s.flow_id: s for s in store.flows(now=now)}
+        by_id = {s.flow_id: s for s in store.find_flows(FlowFilter.parse(now=now), now=now)}
         assert by_id[old.flow_id].status == "running" and by_id[old.flow_id].stalled
         assert by_id[fresh.flow_id].status == "running" and not by_id[fresh.flow_id].stalled
         assert by_id[fresh.flow_id].current_step == "read" and by_id[fresh.flow_id].ended_at is None
-        assert ids(store.flows(status="stalled", now=now)) == {old.flow_id}
-        assert ids(store.flows(status="running", now=now)) == {old.flow_id, fresh.flow_id}
+        assert ids(store.find_flows(FlowFilter.parse(status="stalled", now=now), now=now)) == {old.flow_id}
+        assert ids(store.find_flows(FlowFilter.parse(status="running", now=now), now=now)) == {old.flow_id, fresh.flow_id}
         # Stalled is derived when asked: later activity clears it.
         old.t = int(time.time() * 1_000_000)
         old.run_step("late")
         store.insert_events(old.events[-2:], "t2")
-        assert store.flows(status="stalled").flows == []
+        assert store.find_flows(FlowFilter.parse(status="stalled")).flows == []
 
     def test_nested_steps(self, store: Any) -> None:
         f = Flow().start()
@@ -332,7 +333,7 @@ class StoreContract:
         f.end(service="worker")
         store.insert_events(f.events[len(api_events) :], "worker-1")
         store.insert_events(api_events, "api-1")
-        (s,) = store.flows()
+        (s,) = store.find_flows(FlowFilter.parse())
         assert s.status == "success" and s.services == ["api", "worker"]
         assert (s.steps_started, s.steps_ended) == (4, 4)
         d = store.flow(f.flow_id)
@@ -374,13 +375,13 @@ class StoreContract:
         f = simple(fail="validate")
         store.insert_events(f.events, "events/0/0-7")
         before = snapshot(store, "acme-corp")
-        stats = store.stats()
+        stats = store.find_stats(StatsFilter.parse())
         for table in ("flows", "steps", "flow_runs"):
             store._execute(f"TRUNCATE TABLE {table}")
         store.insert_events(f.events, "events/0/0-7")
         assert store.select("SELECT count() AS n FROM events")[0]["n"] == len(f.events)
         assert snapshot(store, "acme-corp") == before
-        assert store.stats() == stats
+        assert store.find_stats(StatsFilter.parse()) == stats
 
     def test_duplicates_under_other_tokens_change_nothing(self, store: Any) -> None:
         f = simple(fail="process")
@@ -389,7 +390,7 @@ class StoreContract:
         store.insert_events(f.events[2:5], "b")
         store.insert_events(f.events, "c")
         assert snapshot(store, "acme-corp") == before
-        assert store.stats(tenant="acme-corp").runs == 1
+        assert store.find_stats(StatsFilter.parse(tenant="acme-corp")).runs == 1
 
     def test_failed_step_split_over_insert_blocks_counts_once(self, store: Any) -> None:
         # Each insert block projects its own partial rows: a failed step whose
@@ -415,13 +416,13 @@ class StoreContract:
         )[0]["n"] > 2
         hour_ago = datetime.fromtimestamp((NOW_US - 2 * HOUR_US) / 1e6, UTC)
         for filters in ({}, {"name": "data_import"}, {"since": hour_ago}):
-            s = store.stats(**filters)
+            s = store.find_stats(StatsFilter.parse(**filters))
             assert (s.runs, s.failed) == (2, 2), filters
             assert [(x.step_name, x.failures) for x in s.failures_by_step] == [
                 ("validate", 2),
                 ("process", 1),
             ], filters
-        acme = store.stats(tenant="acme-corp", until=datetime.now(UTC))
+        acme = store.find_stats(StatsFilter.parse(tenant="acme-corp", until=datetime.now(UTC)))
         assert [(x.step_name, x.failures) for x in acme.failures_by_step] == [
             ("process", 1),
             ("validate", 1),
@@ -449,9 +450,9 @@ class StoreContract:
         for i, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, len(stream)], strict=True)):
             store.insert_events(stream[lo:hi], f"perm-{run}-{i}")
         assert snapshot(store, f"perm-{run}") == snapshot(store, f"ref-{run}")
-        assert store.stats(tenant=f"perm-{run}").model_dump(exclude={"tenant"}) == store.stats(
+        assert store.find_stats(StatsFilter.parse(tenant=f"perm-{run}")).model_dump(exclude={"tenant"}) == store.find_stats(StatsFilter.parse(
             tenant=f"ref-{run}"
-        ).model_dump(exclude={"tenant"})
+        )).model_dump(exclude={"tenant"})
 
     # -- filters --------------------------------------------------------------------
 
@@ -514,15 +515,15 @@ class StoreContract:
             ({"tenant": "nobody"}, ()),
         ]
         for filters, expected in cases:
-            assert ids(store.flows(**filters)) == self._expect(p, *expected), filters
+            assert ids(store.find_flows(FlowFilter.parse(**filters))) == self._expect(p, *expected), filters
 
     def test_newest_first_and_cursor_pages(self, store: Any, population: dict[str, Flow]) -> None:
-        everything = [f.flow_id for f in store.flows()]
+        everything = [f.flow_id for f in store.find_flows(FlowFilter.parse())]
         assert everything == sorted(everything, reverse=True)
         seen: list[str] = []
         cursor = None
         while True:
-            page = store.flows(limit=2, cursor=cursor)
+            page = store.find_flows(FlowFilter.parse(limit=2, cursor=cursor))
             seen += [f.flow_id for f in page]
             if page.next_cursor is None:
                 break
@@ -533,28 +534,28 @@ class StoreContract:
         acme = population["acme_ok"].flow_id
         assert store.flow(acme, tenant="globex") is None
         assert store.flow(acme, tenant="acme-corp").tenant == "acme-corp"
-        assert all(f.tenant == "globex" for f in store.flows(tenant="globex"))
-        assert store.stats(tenant="globex").runs == 2
+        assert all(f.tenant == "globex" for f in store.find_flows(FlowFilter.parse(tenant="globex")))
+        assert store.find_stats(StatsFilter.parse(tenant="globex")).runs == 2
 
     def test_stats(self, store: Any, population: dict[str, Flow]) -> None:
-        s = store.stats(tenant="acme-corp", name="data_import")
+        s = store.find_stats(StatsFilter.parse(tenant="acme-corp", name="data_import"))
         assert (s.runs, s.succeeded, s.failed, s.running) == (2, 1, 1, 0)
         assert s.success_rate == 0.5
         assert s.duration_p50_ms == pytest.approx(7.0) and s.duration_p99_ms == pytest.approx(7.0)
         assert [(x.step_name, x.failures) for x in s.failures_by_step] == [("validate", 1)]
-        everyone = store.stats()
+        everyone = store.find_stats(StatsFilter.parse())
         assert everyone.runs == 5 and everyone.running == 1
         assert {x.step_name: x.failures for x in everyone.failures_by_step} == {
             "validate": 1,
             "read": 1,
         }
         # A time range finds the flows first: globex's read failure started 2 h after base.
-        recent = store.stats(since=datetime.fromtimestamp((NOW_US - 90 * 60 * 1_000_000) / 1e6, UTC))
+        recent = store.find_stats(StatsFilter.parse(since=datetime.fromtimestamp((NOW_US - 90 * 60 * 1_000_000) / 1e6, UTC)))
         assert recent.runs == 2
         assert [(x.step_name, x.failures) for x in recent.failures_by_step] == [("read", 1)]
-        by_name = store.stats(name="data_import")
+        by_name = store.find_stats(StatsFilter.parse(name="data_import"))
         assert [(x.step_name, x.failures) for x in by_name.failures_by_step] == [("validate", 1)]
-        empty = store.stats(tenant="nobody")
+        empty = store.find_stats(StatsFilter.parse(tenant="nobody"))
         assert empty.runs == 0 and empty.success_rate is None and empty.duration_p95_ms is None
 
     @pytest.mark.parametrize(
@@ -573,7 +574,7 @@ class StoreContract:
     )
     def test_invalid_filters_raise_query_error(self, store: Any, filters: dict[str, Any]) -> None:
         with pytest.raises(QueryError):
-            store.flows(**filters)
+            store.find_flows(FlowFilter.parse(**filters))
 
     # -- injection ----------------------------------------------------------------------
 
@@ -597,12 +598,12 @@ class StoreContract:
         flows = [simple(labels={text: text}) for text in self.NASTY]
         store.insert_events([e for f in flows for e in f.events], "t1")
         for text, f in zip(self.NASTY, flows, strict=True):
-            assert ids(store.flows(labels={text: text})) == {f.flow_id}, repr(text)
+            assert ids(store.find_flows(FlowFilter.parse(labels={text: text}))) == {f.flow_id}, repr(text)
             assert store.flow(f.flow_id).labels == {text: text}
-            assert store.flows(tenant=text).flows == []
-            assert store.flows(name=text).flows == []
-            assert store.flows(cursor=text, labels={"env": text}).flows == []
-        assert len(store.flows()) == len(self.NASTY)
+            assert store.find_flows(FlowFilter.parse(tenant=text)).flows == []
+            assert store.find_flows(FlowFilter.parse(name=text)).flows == []
+            assert store.find_flows(FlowFilter.parse(cursor=text, labels={"env": text})).flows == []
+        assert len(store.find_flows(FlowFilter.parse())) == len(self.NASTY)
         assert store.select("SELECT count() AS n FROM flows")[0]["n"] > 0
 
     @settings(
@@ -615,18 +616,18 @@ class StoreContract:
         tenant = _id()
         f = simple(tenant, labels={key: value})
         store.insert_events(f.events, tenant)
-        assert ids(store.flows(tenant=tenant, labels={key: value})) == {f.flow_id}
-        assert store.flows(tenant=tenant, labels={key: value + "x"}).flows == []
+        assert ids(store.find_flows(FlowFilter.parse(tenant=tenant, labels={key: value}))) == {f.flow_id}
+        assert store.find_flows(FlowFilter.parse(tenant=tenant, labels={key: value + "x"})).flows == []
         assert store.flow(f.flow_id).labels == {key: value}
 
     # -- rebuild, SQL, threads -------------------------------------------------------
 
     def test_rebuild_gives_same_results(self, store: Any, population: dict[str, Flow]) -> None:
         before = {t: snapshot(store, t) for t in ("acme-corp", "globex")}
-        stats = store.stats()
+        stats = store.find_stats(StatsFilter.parse())
         store.rebuild()
         assert {t: snapshot(store, t) for t in ("acme-corp", "globex")} == before
-        assert store.stats() == stats
+        assert store.find_stats(StatsFilter.parse()) == stats
         store.rebuild()
         assert {t: snapshot(store, t) for t in ("acme-corp", "globex")} == before
 
@@ -677,10 +678,10 @@ class StoreContract:
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(write, i) for i in range(40)]
             while not all(fut.done() for fut in futures):
-                store.flows(limit=5)
+                store.find_flows(FlowFilter.parse(limit=5))
             for fut in futures:
                 fut.result()
-        assert len(store.flows(limit=100)) == 40
+        assert len(store.find_flows(FlowFilter.parse(limit=100))) == 40
 
     def test_bad_events_raise_storage_error(self, store: Any) -> None:
         event = simple().events[0]
@@ -744,7 +745,7 @@ class TestChdbStore(StoreContract):
         again = open_store(store.url)
         try:
             again.migrate()
-            assert ids(again.flows()) == {f.flow_id}
+            assert ids(again.find_flows(FlowFilter.parse())) == {f.flow_id}
         finally:
             again.close()
 

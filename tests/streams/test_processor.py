@@ -19,6 +19,7 @@ import fastavro
 import pytest
 
 from dashfrog import schemas
+from dashfrog._models import FlowFilter
 from dashfrog._settings import Settings
 from dashfrog.streams import (
     DLQ_OFFSET,
@@ -126,7 +127,7 @@ async def running(settings: Settings, store: Any, tmp_path: Path) -> AsyncIterat
 def flows_by_id(store: Any, events: list[schemas.Event]) -> dict[str, Any]:
     """What queries return for the flows of ``events`` (one run label), by flow id."""
     run = events[0]["labels"]["run"]
-    found = store.flows(labels={"run": run}, limit=10_000)
+    found = store.find_flows(FlowFilter.parse(labels={"run": run}, limit=10_000))
     return {flow.flow_id: flow for flow in found}
 
 
@@ -392,9 +393,10 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
 
 _CHECK = """
 import sys
+from dashfrog.query import FlowFilter
 from dashfrog.storage import open_store
 store = open_store(sys.argv[1])
-flows = store.flows(labels={"run": sys.argv[2]}, limit=10_000).flows
+flows = store.find_flows(FlowFilter.parse(labels={"run": sys.argv[2]}, limit=10_000)).flows
 raw = store.select("SELECT count() AS n, uniqExact(event_id) AS u FROM events FINAL")[0]
 print(
     len(flows),
@@ -408,7 +410,7 @@ store.close()
 
 
 def test_store_urls_are_printed_without_their_password() -> None:
-    from dashfrog.streams._worker import redact
+    from dashfrog.runtime import redact
 
     assert redact("clickhouse://app:s3cret@db:8123/dashfrog") == "clickhouse://app:***@db:8123/dashfrog"
     assert redact("chdb://.dashfrog/chdb") == "chdb://.dashfrog/chdb"
