@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -78,13 +79,13 @@ def seed() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _event(timed, "flow_started", start, labels=timed["labels"]),
         _event(timed, "step_started", start + 10_000, **pay),
         _event(timed, "step_started", start + 20_000, step_id="fraud", step_name="fraud_check",
-               parent_step_id="pay", service="payments"),  # fmt: skip
+               parent_step_id="pay", service="payments"),
         _event(timed, "step_ended", start + 28_000, step_id="fraud", step_name="fraud_check",
-               parent_step_id="pay", service="payments", status="success"),  # fmt: skip
+               parent_step_id="pay", service="payments", status="success"),
         _event(timed, "step_started", start + 30_000, step_id="charge", step_name="charge_card",
-               parent_step_id="pay", service="payments"),  # fmt: skip
+               parent_step_id="pay", service="payments"),
         _event(timed, "step_ended", start + 40_000, step_id="charge", step_name="charge_card",
-               parent_step_id="pay", service="payments", status="success"),  # fmt: skip
+               parent_step_id="pay", service="payments", status="success"),
         _event(timed, "step_ended", start + 361_000, status="success", **pay),
         _event(timed, "flow_ended", start + 400_000, status="success"),
     ]
@@ -248,7 +249,7 @@ def test_timeseries_counts_runs_per_bucket_by_status(store: Any, server: Server)
     ts = get(server, "/api/stats/timeseries", since=since, bucket=600).json()
     assert ts["bucket_s"] == 600 and len(ts["points"]) >= 18
     starts = [datetime.fromisoformat(p["t"]) for p in ts["points"]]
-    assert all((b - a).total_seconds() == 600 for a, b in zip(starts, starts[1:], strict=False))
+    assert all((b - a).total_seconds() == 600 for a, b in itertools.pairwise(starts))
     for status in ("success", "failed"):
         assert sum(p[status] for p in ts["points"]) == len(matching(store, status=status))
     assert sum(p["running"] + p["stalled"] for p in ts["points"]) == len(matching(store, status="running"))
