@@ -32,9 +32,16 @@ up: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# import-linter reads packages from disk as they are laid out when installed
+# (client/ is dashfrog, storage/ is dashfrog.storage, ...): build/importlinter
+# mirrors that layout with symlinks. Contracts: [tool.importlinter] in pyproject.toml.
 lint: $(STAMP)
-	$(BIN)/ruff check client schemas streams storage web tests benchmarks examples
-	$(BIN)/mypy client schemas streams storage web
+	$(BIN)/ruff check client runtime schemas streams storage web tests benchmarks examples
+	$(BIN)/mypy client runtime schemas streams storage web
+	@rm -rf build/importlinter && mkdir -p build/importlinter/dashfrog
+	@ln -s $(CURDIR)/client/* build/importlinter/dashfrog/
+	@for pkg in runtime schemas storage streams web; do ln -s $(CURDIR)/$$pkg build/importlinter/dashfrog/$$pkg; done
+	PYTHONPATH=build/importlinter $(BIN)/lint-imports --no-cache --no-logo
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -1,7 +1,10 @@
 """Process plumbing shared by the long-running commands (``dashfrog up``,
-``worker``, ``api``): logging, stop signals, the store's lifetime and URL
-redaction for logs."""
+``worker``, ``api``): logging, stop signals, the store's lifetime, URL
+redaction for logs, topic creation and the local development broker."""
 
+# The local broker's code still lives in the SDK folder (client/_broker.py);
+# this package is its public face until it moves here.
+from dashfrog._broker import LocalBroker, ensure_topics, start_broker
 from dashfrog.runtime._process import (
     configure_logging,
     install_stop_signals,
@@ -10,8 +13,11 @@ from dashfrog.runtime._process import (
 )
 
 __all__ = [
+    "LocalBroker",
     "configure_logging",
+    "ensure_topics",
     "install_stop_signals",
     "redact",
     "run_with_store",
+    "start_broker",
 ]

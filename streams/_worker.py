@@ -19,7 +19,7 @@ import click
 
 from dashfrog._models import StatsFilter
 from dashfrog._settings import Settings, get_settings
-from dashfrog.runtime import redact, run_with_store
+from dashfrog.runtime import ensure_topics, redact, run_with_store
 from dashfrog.storage import Store
 from dashfrog.streams._processor import Processor
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from dashfrog._settings import Settings, get_settings
-from dashfrog.runtime import redact, run_with_store
+from dashfrog.runtime import redact, run_with_store, start_broker
 from dashfrog.storage import Store
 from dashfrog.web._app import create_app
 
