@@ -28,8 +28,6 @@ log = logging.getLogger("dashfrog.streams")
 
 async def ensure_event_topics(settings: Settings) -> None:
     """Create the events and DLQ topics unless they exist (idempotent)."""
-    from dashfrog._broker import ensure_topics
-
     options = {k: v for k, v in settings.kafka_options().items() if k != "bootstrap_servers"}
     await ensure_topics(
         settings.bootstrap,

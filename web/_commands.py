@@ -82,7 +82,6 @@ def api_command(loglevel: str) -> None:
 def up_command(status_every: float, loglevel: str) -> None:
     """Run everything in one process: a local broker (unless DASHFROG_KAFKA_BOOTSTRAP is
     set), the processor, chDB storage and the API. Ctrl-C stops it cleanly."""
-    from dashfrog._broker import start_broker
     from dashfrog.streams import run_processor
 
     settings = get_settings()
