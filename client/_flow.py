@@ -35,6 +35,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 Status = Literal["success", "failed"]
 
 _HOST = socket.gethostname()
+# Judges of whether an exception leaving a step means "this attempt will run
+# again" (a Celery ``Retry``, an exception the running task autoretries) rather
+# than a failure; instrumentations register theirs (``with_celery``).
+retry_judges: list[Callable[[BaseException], bool]] = []
+
+
+def _is_retry(exc: BaseException) -> bool:
+    return any(judge(exc) for judge in retry_judges)
+
 try:
     SDK_VERSION = metadata.version("dashfrog")
 except metadata.PackageNotFoundError:  # running from a source tree
@@ -308,6 +317,21 @@ class StepScope(_Scope):
             flow.outcome.error = {**error, "step": self.name}
         _emit(
             self._settings,
+        if exc is not None and _is_retry(exc):
+            # Not an error: the attempt runs again. The reason rides as an
+            # attribute so that no error of the flow (first error, error list,
+            # failed-step counts) ever points at an attempt that was retried.
+            reason = error_of(exc, self._settings)
+            _emit(
+                self._settings,
+                "step_ended",
+                flow,
+                step_id=self.step_id,
+                step_name=self.name,
+                status="retried",
+                attributes={"retry_reason": f"{reason['type']}: {reason['message']}"[:2000]},
+            )
+            return
             "step_ended",
             flow,
             step_id=self.step_id,

@@ -266,6 +266,9 @@ def with_celery(app: App, *, trust_broker: bool | None = None, task_steps: bool 
         # Connected after the instrumentation's receivers, which Celery calls first:
         # at prerun its extracted context is attached below ours, at publish its
         # headers are written before we adjust them.
+        from dashfrog._flow import retry_judges
+
+        retry_judges.append(_celery_will_retry)
         signals.task_prerun.connect(_on_prerun, weak=False)
         signals.task_success.connect(_on_success, weak=False)
         signals.task_failure.connect(_on_failure, weak=False)
@@ -277,6 +280,35 @@ def with_celery(app: App, *, trust_broker: bool | None = None, task_steps: bool 
         signals.worker_shutdown.connect(_flush_on_shutdown, weak=False)
         _celery_connected = True
     return app
+
+
+def _celery_will_retry(exc: BaseException) -> bool:
+    """Whether ``exc`` leaving a step means Celery runs the attempt again.
+
+    ``self.retry()`` raises ``Retry``. For ``autoretry_for`` the task's own
+    exception passes through the steps first and Celery turns it into a retry
+    only at the task's edge: judged here by the rules Celery applies there
+    (listed type, not in ``dont_autoretry_for``, retries left). A task that
+    catches such an exception itself, between the step and its edge, still
+    sees the step recorded as retried.
+    """
+    from celery import current_task
+    from celery.exceptions import Ignore, Retry
+
+    if isinstance(exc, Retry):
+        return True
+    task = current_task._get_current_object() if current_task else None
+    if task is None or _options_for(task) is None or isinstance(exc, Ignore):
+        return False
+    autoretry = tuple(getattr(task, "autoretry_for", ()) or ())
+    if not autoretry or not isinstance(exc, autoretry):
+        return False
+    if isinstance(exc, tuple(getattr(task, "dont_autoretry_for", ()) or ())):
+        return False
+    retry_kwargs = getattr(task, "retry_kwargs", None) or {}
+    limit = retry_kwargs.get("max_retries", getattr(task, "max_retries", None))
+    retries = int(getattr(task.request, "retries", 0) or 0)
+    return limit is None or retries < int(limit)
 
 
 def _options_for(task: Any) -> _CeleryOptions | None:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FlowStatus = Literal["running", "success", "failed"]
-StepStatus = Literal["running", "success", "failed"]
+# ``retried``: the attempt raised a retry (e.g. Celery ``Retry``) and runs again as a new step.
+StepStatus = Literal["running", "success", "failed", "retried"]
 STATUS_FILTERS: tuple[str, ...] = ("running", "success", "failed", "stalled")
 MAX_LIMIT = 10_000
 
@@ -55,7 +56,11 @@ class FlowSummary(_Model):
     ended_at: datetime | None = None
     duration_ms: float | None = None
     last_activity: datetime
-    current_step: str | None = Field(None, description="Name of the latest step started.")
+    current_step: str | None = Field(
+        None,
+        description="While the flow runs, its latest-started step still running (else the last "
+        "step to end); once it has ended, the last step to end.",
+    )
     current_step_id: str | None = None
     steps_started: int = 0
     steps_ended: int = 0

@@ -188,7 +188,7 @@ def _emit_flows(fmt: str, flows: list[Any], *, first: bool, widths: list[int]) -
             f.tenant,
             f.name,
             "stalled" if f.stalled else f.status,
-            (f.error.step_name if f.error and f.error.step_name else f.current_step),
+            f.current_step,
             f.started_at,
             f.duration_ms,
             f.labels,

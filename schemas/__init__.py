@@ -2,6 +2,7 @@
 
 from dashfrog.schemas._codec import (
     EVENT_KINDS,
+    FLOW_STATUSES,
     MAGIC,
     SCHEMA_HEADER,
     STATUSES,
@@ -21,6 +22,7 @@ from dashfrog.schemas._writer import encode_event
 __all__ = [
     "EVENT_KINDS",
     "Event",
+    "FLOW_STATUSES",
     "MAGIC",
     "SCHEMA_HEADER",
     "STATUSES",

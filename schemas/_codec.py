@@ -28,7 +28,9 @@ from dashfrog.schemas._writer import batch_body, encode_event
 MAGIC = b"\xc3\x01"
 SCHEMA_HEADER = "dashfrog-schema"
 EVENT_KINDS = ("flow_started", "flow_ended", "step_started", "step_ended", "flow_event")
-STATUSES = ("success", "failed")
+# ``retried``: a step attempt that raised a retry (it runs again); never a flow's end.
+STATUSES = ("success", "failed", "retried")
+FLOW_STATUSES = ("success", "failed")
 
 Event = dict[str, Any]
 
@@ -150,8 +152,10 @@ def validate(event: Event) -> None:
             raise SchemaError(f"{kind} event has an empty {field}")
     if kind.startswith("step_") and not event.get("step_id"):
         raise SchemaError(f"{kind} event has no step_id")
-    if kind.endswith("_ended") and event.get("status") not in STATUSES:
-        raise SchemaError(f"{kind} event has status {event.get('status')!r}; expected success or failed")
+    allowed = FLOW_STATUSES if kind == "flow_ended" else STATUSES
+    if kind.endswith("_ended") and event.get("status") not in allowed:
+        also = "" if kind == "flow_ended" else " (or retried: an attempt that runs again)"
+        raise SchemaError(f"{kind} event has status {event.get('status')!r}; expected success or failed{also}")
 
 
 def header_map(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:

@@ -180,6 +180,7 @@ def group_suffix(schema_json: str) -> str:
 
 _KINDS = ", ".join(f"'{k}'" for k in schemas.EVENT_KINDS)
 _STATUSES = ", ".join(f"'{s}'" for s in schemas.STATUSES)
+_FLOW_STATUSES = ", ".join(f"'{s}'" for s in schemas.FLOW_STATUSES)
 
 _NULLABLE_STRINGS = ("step_id", "parent_step_id", "step_name", "status", "trace_id", "span_id")
 _ERROR_PARTS = ("type", "message", "stack")
@@ -296,7 +297,8 @@ def _valid(f: dict[str, str]) -> str:
     return (
         f"({f['kind']} IN ({_KINDS}) AND {required}"
         f" AND (NOT startsWith({f['kind']}, 'step_') OR {text('step_id')} != '')"
-        f" AND (NOT endsWith({f['kind']}, '_ended') OR {text('status')} IN ({_STATUSES})))"
+        f" AND (NOT endsWith({f['kind']}, '_ended') OR {text('status')} IN ({_STATUSES}))"
+        f" AND ({f['kind']} != 'flow_ended' OR {text('status')} IN ({_FLOW_STATUSES})))"
     )
 
 

@@ -102,12 +102,22 @@ WHERE {having}
 """
 )
 
-_STEP_ROWS = """
+# A step_ended with neither success nor failure is an attempt that raised a
+# retry (status "retried": the only other status a step end may carry).
+_STEP_STATUS = (
+    "multiIf(end_failed_ = 1, 'failed', end_success_ = 1, 'success', "
+    "ended_at_ IS NOT NULL, 'retried', 'running')"
+)
+
+_STEP_ROWS = (
+    """
 SELECT
     step_id,
     name_ AS name,
     parent_ AS parent_step_id,
-    multiIf(end_failed_ = 1, 'failed', end_success_ = 1, 'success', 'running') AS status,
+    """
+    + _STEP_STATUS
+    + """ AS status,
     toUnixTimestamp64Micro(coalesce(started_at_, first_seen_)) AS started_us,
     toUnixTimestamp64Micro(ended_at_) AS ended_us,
     if(ended_at_ IS NULL, NULL, ended_us - started_us) AS duration_us,
@@ -140,6 +150,33 @@ FROM (
     GROUP BY step_id
 )
 ORDER BY started_us, step_id
+"""
+)
+
+# The two candidates for a flow's current step (see _current_step), per flow
+# of a page: the latest-started step still running and the last step to end.
+_CURRENT_STEPS = """
+SELECT
+    tenant,
+    flow_id,
+    argMaxIf(tuple(name_, step_id), tuple(start_us, step_id), ended_at_ IS NULL) AS running_,
+    countIf(ended_at_ IS NULL) > 0 AS any_running,
+    argMaxIf(tuple(name_, step_id), tuple(end_us, step_id), ended_at_ IS NOT NULL) AS ended_,
+    countIf(ended_at_ IS NOT NULL) > 0 AS any_ended
+FROM (
+    SELECT
+        tenant,
+        flow_id,
+        step_id,
+        max(step_name) AS name_,
+        toUnixTimestamp64Micro(coalesce(min(started_at), min(first_seen))) AS start_us,
+        max(ended_at) AS ended_at_,
+        toUnixTimestamp64Micro(coalesce(ended_at_, min(first_seen))) AS end_us
+    FROM steps
+    WHERE {where}
+    GROUP BY tenant, flow_id, step_id
+)
+GROUP BY tenant, flow_id
 """
 
 # A redelivered event repeats its event_id with the same content until merges
@@ -309,6 +346,56 @@ def _error(row: Mapping[str, Any], step_id: str | None, step_name: str | None) -
 
 
 def _summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _current_step(
+    status: str, running: tuple[str, str] | None, ended: tuple[str, str] | None
+) -> tuple[str, str] | None:
+    """A flow's current step, (name, step id), the one definition every surface shows.
+
+    While the flow runs: its latest-started step that is still running, or if
+    none runs, the last step to end. Once the flow has ended: the last step to
+    end (a step that never reported its end does not stay "current" after
+    the flow is over).
+    """
+    if status == "running" and running is not None:
+        return running
+    return ended if ended is not None else running
+
+
+def _with_current_steps(run: Runner, rows: Rows) -> Rows:
+    """``rows`` with current_step / current_step_id set by :func:`_current_step`."""
+    if not rows:
+        return rows
+    q = _Sql({})
+    tenants = sorted({r["tenant"] for r in rows})
+    ids = sorted({r["flow_id"] for r in rows})
+    where = (
+        f"tenant IN ({', '.join(q.bind(t, 'String') for t in tenants)}) "
+        f"AND flow_id IN ({', '.join(q.bind(i, 'String') for i in ids)})"
+    )
+    found = {
+        (c["tenant"], c["flow_id"]): c
+        for c in run(_CURRENT_STEPS.replace("{where}", where), q.params)
+    }
+    out: Rows = []
+    for row in rows:
+        c = found.get((row["tenant"], row["flow_id"]))
+        current = None
+        if c is not None:
+            current = _current_step(
+                row["status"],
+                (str(c["running_"][0]), str(c["running_"][1])) if c["any_running"] else None,
+                (str(c["ended_"][0]), str(c["ended_"][1])) if c["any_ended"] else None,
+            )
+        out.append(
+            {
+                **row,
+                "current_step": current[0] if current else None,
+                "current_step_id": current[1] if current else None,
+            }
+        )
+    return out
+
+
     return {
         "flow_id": row["flow_id"],
         "tenant": row["tenant"],
@@ -340,7 +427,7 @@ def list_flows(
     params: dict[str, Any] = {}
     sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now))
     params["limit"] = flt.limit
-    rows = run(sql + "ORDER BY flow_id DESC\nLIMIT {limit:UInt32}", params)
+    rows = _with_current_steps(run, run(sql + "ORDER BY flow_id DESC\nLIMIT {limit:UInt32}", params))
     flows = [FlowSummary(**_summary_fields(row)) for row in rows]
     cursor = flows[-1].flow_id if len(flows) == flt.limit else None
     return FlowList(flows=flows, next_cursor=cursor)
@@ -382,7 +469,7 @@ def changed_flows(
     state = _FLOW_STATE.replace("{where}", changed)
     sql = _FLOW_ROWS.replace("{state}", state).replace("{having}", "1")
     rows = run(sql + "ORDER BY last_activity_us DESC, flow_id DESC\nLIMIT {limit:UInt32}", params)
-    return now, [FlowSummary(**_summary_fields(row)) for row in rows]
+    return now, [FlowSummary(**_summary_fields(row)) for row in _with_current_steps(run, rows)]
 
 
 def get_flow(
@@ -400,7 +487,7 @@ def get_flow(
     rows = run(sql + "ORDER BY tenant LIMIT 2", params)
     if not rows:
         return None
-    row = rows[0]
+    (row,) = _with_current_steps(run, rows[:1])
     key = {"tenant": row["tenant"], "flow_id": row["flow_id"]}
     step_rows = run(_STEP_ROWS, {**key, "no_error": NO_ERROR_TS})
     event_rows = run(_FLOW_EVENTS, key)

@@ -68,6 +68,7 @@ def build_flow(flow_id: str, events: list[dict[str, Any]]) -> Flow:
     for e in events:
         if e["kind"] == "step_ended" and e["step_id"] in steps:
             steps[e["step_id"]].status = e["status"]
+            steps[e["step_id"]].attributes.update(e["attributes"] or {})  # e.g. a retry's reason
             steps[e["step_id"]].ended_by = e["service"]
     for s in steps.values():
         if s.parent_step_id in steps:

@@ -94,3 +94,22 @@ def whoami() -> dict[str, Any]:
         "tenant": flow.current_tenant(),
         "ignored": dashfrog.stats()["ignored_remote_contexts"],
     }
+
+
+@app.task(bind=True, max_retries=3)
+def retry_once(self: Any) -> str:
+    """Raises ``Retry`` on its first attempt, succeeds on the second and ends the flow."""
+    with step.start("reserve_stock"):
+        if self.request.retries == 0:
+            raise self.retry(exc=TimeoutError("warehouse busy"), countdown=0)
+    flow.end()
+    return "reserved"
+
+
+@app.task(bind=True, autoretry_for=(ConnectionError,), retry_kwargs={"max_retries": 1, "countdown": 0})
+def autoretry_once(self: Any, fail_times: int) -> int:
+    """Raises ConnectionError for its first ``fail_times`` attempts; Celery's autoretry retries once."""
+    with step.start("call_bank"):
+        if self.request.retries < fail_times:
+            raise ConnectionError(f"bank unreachable on attempt {self.request.retries + 1}")
+    return int(self.request.retries) + 1
