@@ -34,7 +34,6 @@ log = logging.getLogger("dashfrog")
 F = TypeVar("F", bound=Callable[..., Any])
 Status = Literal["success", "failed"]
 
-_HOST = socket.gethostname()
 # Judges of whether an exception leaving a step means "this attempt will run
 # again" (a Celery ``Retry``, an exception the running task autoretries) rather
 # than a failure; instrumentations register theirs (``with_celery``).
@@ -44,6 +43,7 @@ retry_judges: list[Callable[[BaseException], bool]] = []
 def _is_retry(exc: BaseException) -> bool:
     return any(judge(exc) for judge in retry_judges)
 
+_HOST = socket.gethostname()
 try:
     SDK_VERSION = metadata.version("dashfrog")
 except metadata.PackageNotFoundError:  # running from a source tree
@@ -312,11 +312,6 @@ class StepScope(_Scope):
         if flow is None:
             return
         self._detach()
-        error = error_of(exc, self._settings) if exc is not None else None
-        if error is not None and flow.outcome.error is None:
-            flow.outcome.error = {**error, "step": self.name}
-        _emit(
-            self._settings,
         if exc is not None and _is_retry(exc):
             # Not an error: the attempt runs again. The reason rides as an
             # attribute so that no error of the flow (first error, error list,
@@ -332,6 +327,11 @@ class StepScope(_Scope):
                 attributes={"retry_reason": f"{reason['type']}: {reason['message']}"[:2000]},
             )
             return
+        error = error_of(exc, self._settings) if exc is not None else None
+        if error is not None and flow.outcome.error is None:
+            flow.outcome.error = {**error, "step": self.name}
+        _emit(
+            self._settings,
             "step_ended",
             flow,
             step_id=self.step_id,

@@ -345,7 +345,6 @@ def _error(row: Mapping[str, Any], step_id: str | None, step_name: str | None) -
     )
 
 
-def _summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
 def _current_step(
     status: str, running: tuple[str, str] | None, ended: tuple[str, str] | None
 ) -> tuple[str, str] | None:
@@ -396,6 +395,7 @@ def _with_current_steps(run: Runner, rows: Rows) -> Rows:
     return out
 
 
+def _summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "flow_id": row["flow_id"],
         "tenant": row["tenant"],
