@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from dashfrog._exceptions import QueryError, StorageError
 from dashfrog._models import FlowFilter, StatsFilter
+from dashfrog.schemas import Event, Kind, make_event
+from dashfrog.storage._schema import MIGRATIONS
 
 NOW_US = int(time.time() * 1_000_000)
 HOUR_US = 3_600_000_000
@@ -42,32 +44,15 @@ class Flow:
         self.t = NOW_US - HOUR_US if start_us is None else start_us
         self.flow_id = flow_id or f"{self.t // 1000:012x}{os.urandom(10).hex()}"
         self.labels = labels or {}
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self.step_error: str | None = None  # first failed step, as the SDK remembers it
 
-    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def _event(self, kind: Kind, **fields: Any) -> Event:
         self.t += 1000
-        event: dict[str, Any] = {
-            "event_id": _id(),
-            "kind": kind,
-            "flow_id": self.flow_id,
-            "tenant": self.tenant,
-            "flow_name": self.name,
-            "step_id": None,
-            "parent_step_id": None,
-            "step_name": None,
-            "status": None,
-            "error": None,
-            "labels": {},
-            "attributes": {},
-            "timestamp": self.t,
-            "service": self.service,
-            "host": "host-1",
-            "trace_id": "ab" * 16,
-            "span_id": "cd" * 8,
-            "sdk_version": "test",
-        }
-        event.update(fields)
+        fields = {"service": self.service, "host": "host-1", "trace_id": "ab" * 16, "span_id": "cd" * 8,
+                  "sdk_version": "test", **fields}
+        event = make_event(kind, flow_id=self.flow_id, tenant=self.tenant, flow_name=self.name,
+                           timestamp=self.t, **fields)
         self.events.append(event)
         return event
 
@@ -115,7 +100,7 @@ class Flow:
         return step_id
 
     def event(self, name: str, step_id: str | None = None, **attributes: str) -> None:
-        self._event("flow_event", step_name=name, step_id=step_id, attributes=attributes)
+        self._event("flow_event", event_name=name, step_id=step_id, attributes=attributes)
 
     def end(
         self, error: str | None = None, service: str | None = None, status: str | None = None
@@ -159,6 +144,17 @@ def snapshot(store: Any, tenant: str) -> list[dict[str, Any]]:
     return out
 
 
+# The properties are inherited by one test class per adapter, which Hypothesis
+# sees as one test run by differing executors; each class gets its own store
+# from a function-scoped fixture, reused across examples on purpose (every
+# example writes under fresh tenant ids).
+_SHARED_BY_ADAPTERS = [
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.too_slow,
+    HealthCheck.differing_executors,
+]
+
+
 class StoreContract:
     """Behaviour every store adapter must have. Subclasses provide ``store``."""
 
@@ -173,8 +169,8 @@ class StoreContract:
         store.insert_events(f.events, "t1")
         store.migrate()
         store.migrate()
-        assert store.schema_version() == 4
-        assert store.select("SELECT count() AS n FROM schema_migrations FINAL")[0]["n"] == 4
+        assert store.schema_version() == max(m.version for m in MIGRATIONS)
+        assert store.select("SELECT count() AS n FROM schema_migrations FINAL")[0]["n"] == len(MIGRATIONS)
         assert ids(store.find_flows(FlowFilter.parse())) == {f.flow_id}
         assert store.find_stats(StatsFilter.parse()).runs == 1
 
@@ -190,7 +186,7 @@ class StoreContract:
         old = simple(fail="validate")
         store.insert_events(old.events, "before-upgrade")
         store.migrate()
-        assert store.schema_version() == 4
+        assert store.schema_version() == max(m.version for m in MIGRATIONS)
         new = simple(fail="process")
         store.insert_events(new.events, "after-upgrade")
         s = store.find_stats(StatsFilter.parse())
@@ -199,6 +195,43 @@ class StoreContract:
             ("process", 1),
             ("validate", 1),
         ]
+
+    def test_upgrade_adds_event_name_and_old_rows_keep_their_names(self, store: Any) -> None:
+        # A store from before migration 8 holding a custom event as SDKs before
+        # event_name wrote it: the name in step_name.
+        store._execute("ALTER TABLE events DROP COLUMN event_name")
+        kept = store.select("SELECT version, name FROM schema_migrations FINAL WHERE version != 8")
+        store._execute("TRUNCATE TABLE schema_migrations")
+        for row in kept:
+            store._execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
+                {"v": row["version"], "n": row["name"]},
+            )
+        old = Flow().start()
+        store._execute(
+            "INSERT INTO events (event_id, kind, flow_id, tenant, flow_name, step_name, timestamp)"
+            " VALUES ({id:String}, 'flow_event', {f:String}, {t:String}, {n:String}, 'legacy', now64(6))",
+            {"id": _id(), "f": old.flow_id, "t": old.tenant, "n": old.name},
+        )
+        store.migrate()
+        assert store.schema_version() == max(m.version for m in MIGRATIONS)
+        old.event("current")
+        old.end()
+        store.insert_events(old.events, "after-upgrade")
+        d = store.flow(old.flow_id)
+        assert sorted(e.name for e in d.events) == ["current", "legacy"]
+
+    def test_custom_event_name_is_its_own_column(self, store: Any) -> None:
+        f = Flow().start()
+        sid = f.step("process")
+        f.event("rows_skipped", step_id=sid)
+        f.end()
+        store.insert_events(f.events, "t1")
+        (row,) = store.select(
+            "SELECT event_name, step_name, step_id FROM events WHERE kind = 'flow_event' AND flow_id = {f:String}",
+            {"f": f.flow_id},
+        )
+        assert row == {"event_name": "rows_skipped", "step_name": "", "step_id": sid}
 
     def test_retention_change_updates_ttl(self, store: Any) -> None:
         store.retention_days = 7
@@ -431,7 +464,7 @@ class StoreContract:
     @settings(
         max_examples=20,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=_SHARED_BY_ADAPTERS,
     )
     @given(data=st.data())
     def test_order_and_duplicates_do_not_matter(self, store: Any, data: st.DataObject) -> None:
@@ -609,7 +642,7 @@ class StoreContract:
     @settings(
         max_examples=15,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=_SHARED_BY_ADAPTERS,
     )
     @given(key=st.text(min_size=1, max_size=20), value=st.text(max_size=20))
     def test_any_label_text_round_trips(self, store: Any, key: str, value: str) -> None:
