@@ -128,6 +128,7 @@ def chunk(
         "trace_id": empty,
         "span_id": empty,
         "sdk_version": _dict_strings(["bench"], np.zeros(n, dtype=np.int64)),
+        "event_name": empty,
     }
     table = pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
     return Chunk(table, flow_ids, tenant_idx)

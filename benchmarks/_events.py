@@ -7,12 +7,13 @@ stack, like the demo app's imports.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from dashfrog.schemas import Event, Kind, make_event
 
 STEPS = ("validate", "process", "enrich", "store")
 EVENTS_PER_FLOW = 2 + 2 * len(STEPS)
@@ -34,34 +35,21 @@ def tenant_name(i: int) -> str:
     return f"tenant-{i:04d}"
 
 
-def _event(
-    kind: str, flow_id: str, tenant: str, name: str, ts: int, **fields: Any
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": os.urandom(16).hex(),
-        "kind": kind,
-        "flow_id": flow_id,
-        "tenant": tenant,
-        "flow_name": name,
-        "step_id": None,
-        "parent_step_id": None,
-        "step_name": None,
-        "status": None,
-        "error": None,
-        "labels": {},
-        "attributes": {},
-        "timestamp": ts,
-        "service": "bench-service",
-        "host": _HOST,
-        "trace_id": None,
-        "span_id": None,
-        "sdk_version": "bench",
-    }
-    event.update(fields)
-    return event
+def _event(kind: Kind, flow_id: str, tenant: str, name: str, ts: int, **fields: Any) -> Event:
+    return make_event(
+        kind,
+        flow_id=flow_id,
+        tenant=tenant,
+        flow_name=name,
+        timestamp=ts,
+        service="bench-service",
+        host=_HOST,
+        sdk_version="bench",
+        **fields,
+    )
 
 
-def flow_events(i: int, rng: random.Random, start_us: int | None = None) -> list[dict[str, Any]]:
+def flow_events(i: int, rng: random.Random, start_us: int | None = None) -> list[Event]:
     """The ten events of flow number ``i`` (tenant, name and labels follow from ``i``)."""
     ts = start_us if start_us is not None else time.time_ns() // 1000
     flow_id = f"{ts // 1000:012x}{rng.getrandbits(80):020x}"
@@ -113,7 +101,7 @@ def flow_events(i: int, rng: random.Random, start_us: int | None = None) -> list
     return out
 
 
-def many_flows(n_flows: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+def many_flows(n_flows: int, seed: int = 7) -> Iterator[Event]:
     rng = random.Random(seed)
     base = time.time_ns() // 1000 - n_flows * 1_000
     for i in range(n_flows):

@@ -28,6 +28,7 @@ from dashfrog._context import FlowContext
 from dashfrog._exceptions import InvalidArgumentError, LabelLimitError, NoActiveFlowError
 from dashfrog._producer import get_sender
 from dashfrog._settings import Settings, get_settings
+from dashfrog.schemas import Kind
 
 log = logging.getLogger("dashfrog")
 
@@ -131,7 +132,7 @@ def error_of(exc: BaseException, s: Settings) -> dict[str, str]:
 
 def _emit(
     s: Settings,
-    kind: str,
+    kind: Kind,
     flow: FlowContext,
     *,
     step_id: str | None = None,
@@ -141,10 +142,13 @@ def _emit(
     error: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     attributes: dict[str, str] | None = None,
+    event_name: str | None = None,
 ) -> None:
     if s.disabled:
         return
     span = trace.get_current_span().get_span_context()
+    # Built literally rather than with schemas.make_event: this runs on every
+    # SDK call, and the type checker holds the literal to Event.
     get_sender(s).emit(
         {
             "event_id": _ids.new_event_id(),
@@ -165,6 +169,7 @@ def _emit(
             "trace_id": format(span.trace_id, "032x") if span.is_valid else None,
             "span_id": format(span.span_id, "016x") if span.is_valid else None,
             "sdk_version": SDK_VERSION,
+            "event_name": event_name,
         }
     )
 
@@ -427,7 +432,7 @@ def flow_event(name: str, **attributes: object) -> None:
     attrs = _check_labels("attribute", attributes, s)
     flow = _resolve(None, f"flow.event({name!r})")
     if flow is not None:
-        _emit(s, "flow_event", flow, step_id=flow.step_id, step_name=name, attributes=attrs)
+        _emit(s, "flow_event", flow, step_id=flow.step_id, event_name=name, attributes=attrs)
 
 
 def current_flow_id() -> str | None:

@@ -99,6 +99,20 @@ class Settings(BaseSettings):
         4096, ge=0, description="Characters of a traceback kept on a failed step or flow."
     )
 
+    metrics_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the SDK sends what its metrics (dashfrog.metrics) aggregated: "
+        "one batch of points per interval, and one at exit.",
+    )
+    metrics_max_series: int = Field(
+        2000,
+        ge=1,
+        description="Most series (tenant and label values) one metric keeps per interval; "
+        "values for more go to one overflow series (tenant `_overflow`), counted in "
+        "dashfrog.stats() as metrics_overflowed.",
+    )
+
     # -- Context propagation -------------------------------------------------
     context_secret: SecretStr | None = Field(
         None,

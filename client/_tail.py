@@ -18,9 +18,11 @@ from dashfrog._settings import get_settings
 def format_event(event: schemas.Event) -> str:
     """One human-readable line per event."""
     when = dt.datetime.fromtimestamp(event["timestamp"] / 1e6, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-    what = event["kind"]
-    if event.get("step_name"):
-        what += f" {event['step_name']}"
+    what: str = event["kind"]
+    # A flow_event from an SDK before event_name existed carries its name in step_name.
+    name = event.get("event_name") or event.get("step_name")
+    if name:
+        what += f" {name}"
     if event.get("status"):
         what += f" [{event['status']}]"
     extra = {**event.get("labels", {}), **event.get("attributes", {})}

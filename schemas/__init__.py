@@ -1,29 +1,41 @@
 """The Avro event contract shared by the SDK and the processor."""
 
 from dashfrog.schemas._codec import (
-    EVENT_KINDS,
     FLOW_STATUSES,
     MAGIC,
     SCHEMA_HEADER,
     STATUSES,
-    Event,
     current_schema,
     decode,
     encode,
     frame,
-    header_map,
     headers,
     schema_json,
     validate,
     writer_schema,
 )
+from dashfrog.schemas._event import (
+    EVENT_DEFAULTS,
+    EVENT_FIELDS,
+    EVENT_KINDS,
+    OPTIONAL_TEXT_FIELDS,
+    REQUIRED_FIELDS,
+    Event,
+    Kind,
+    make_event,
+)
 from dashfrog.schemas._writer import encode_event
 
 __all__ = [
+    "EVENT_DEFAULTS",
+    "EVENT_FIELDS",
     "EVENT_KINDS",
     "Event",
     "FLOW_STATUSES",
+    "Kind",
     "MAGIC",
+    "OPTIONAL_TEXT_FIELDS",
+    "REQUIRED_FIELDS",
     "SCHEMA_HEADER",
     "STATUSES",
     "current_schema",
@@ -31,8 +43,8 @@ __all__ = [
     "encode",
     "encode_event",
     "frame",
-    "header_map",
     "headers",
+    "make_event",
     "schema_json",
     "validate",
     "writer_schema",

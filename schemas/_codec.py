@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -23,16 +23,14 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from dashfrog._exceptions import SchemaError
+from dashfrog.schemas._event import EVENT_KINDS, SCHEMA_JSON, Event
 from dashfrog.schemas._writer import batch_body, encode_event
 
 MAGIC = b"\xc3\x01"
 SCHEMA_HEADER = "dashfrog-schema"
-EVENT_KINDS = ("flow_started", "flow_ended", "step_started", "step_ended", "flow_event")
 # ``retried``: a step attempt that raised a retry (it runs again); never a flow's end.
 STATUSES = ("success", "failed", "retried")
 FLOW_STATUSES = ("success", "failed")
-
-Event = dict[str, Any]
 
 _MAX_FOREIGN_SCHEMAS = 64
 _MAX_SCHEMA_BYTES = 64 * 1024
@@ -43,10 +41,9 @@ def _fingerprint(schema: Any) -> bytes:
     return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
 
 
-@cache
 def schema_json() -> str:
     """The current writer schema, as shipped in ``event_batch.avsc``."""
-    return resources.files("dashfrog.schemas").joinpath("event_batch.avsc").read_text()
+    return SCHEMA_JSON
 
 
 @cache
@@ -156,7 +153,3 @@ def validate(event: Event) -> None:
     if kind.endswith("_ended") and event.get("status") not in allowed:
         also = "" if kind == "flow_ended" else " (or retried: an attempt that runs again)"
         raise SchemaError(f"{kind} event has status {event.get('status')!r}; expected success or failed{also}")
-
-
-def header_map(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
-    return {k: v for k, v in (raw or ())}

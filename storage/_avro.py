@@ -182,7 +182,7 @@ _KINDS = ", ".join(f"'{k}'" for k in schemas.EVENT_KINDS)
 _STATUSES = ", ".join(f"'{s}'" for s in schemas.STATUSES)
 _FLOW_STATUSES = ", ".join(f"'{s}'" for s in schemas.FLOW_STATUSES)
 
-_NULLABLE_STRINGS = ("step_id", "parent_step_id", "step_name", "status", "trace_id", "span_id")
+_NULLABLE_STRINGS = schemas.OPTIONAL_TEXT_FIELDS
 _ERROR_PARTS = ("type", "message", "stack")
 
 

@@ -188,7 +188,8 @@ SELECT
     event_id,
     kind,
     step_id,
-    step_name,
+    -- Rows from SDKs before event_name existed carry a custom event's name in step_name.
+    if(event_name != '', event_name, step_name) AS event_name,
     has_error,
     error_type,
     error_message,
@@ -499,7 +500,7 @@ def get_flow(
             events.append(
                 FlowEventRecord(
                     event_id=ev["event_id"],
-                    name=ev["step_name"],
+                    name=ev["event_name"],
                     timestamp=_time(ev["ts_us"]),
                     step_id=ev["step_id"] or None,
                     attributes=dict(ev["attributes"] or {}),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dashfrog import schemas
+
 # Neutral elements for tuple min/max: a row that is not about an error or a
 # step start must never win those aggregates. UInt64 max is later than any
 # real timestamp in microseconds; 0 is earlier than any.
@@ -25,29 +27,22 @@ NO_END_US = -9223372036854775808
 
 TS = "DateTime64(6, 'UTC')"
 
-EVENT_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "kind",
-    "flow_id",
-    "tenant",
-    "flow_name",
-    "step_id",
-    "parent_step_id",
-    "step_name",
-    "status",
-    "has_error",
-    "error_type",
-    "error_message",
-    "error_stack",
-    "labels",
-    "attributes",
-    "timestamp",
-    "service",
-    "host",
-    "trace_id",
-    "span_id",
-    "sdk_version",
-)
+
+def _event_columns() -> tuple[str, ...]:
+    # The fields of the Avro Event record in their order, with the error
+    # record split into has_error and one column per part.
+    columns: list[str] = []
+    for name in schemas.EVENT_FIELDS:
+        if name == "error":
+            columns += ["has_error", "error_type", "error_message", "error_stack"]
+        else:
+            columns.append(name)
+    return tuple(columns)
+
+
+# What an insert writes into ``events``, derived from ``event_batch.avsc``; a
+# field added there needs its column added by a migration.
+EVENT_COLUMNS: tuple[str, ...] = _event_columns()
 
 _EVENTS = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -307,6 +302,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO flow_runs " + flow_runs_projection("events"),
         ),
     ),
+    # A custom event's name gets its own column (the Avro field event_name);
+    # rows written before it keep the name in step_name, and readers fall back.
+    Migration(8, "events.event_name", ("ALTER TABLE events ADD COLUMN IF NOT EXISTS event_name String DEFAULT ''",)),
 )
 
 # Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.

@@ -74,7 +74,8 @@ def test_nested_steps_record_their_parent(sdk: dict) -> None:
     inner_started = next(e for e in events if e["kind"] == "step_started" and e["step_name"] == "inner")
     assert inner_started["step_id"] == inner and inner_started["parent_step_id"] == outer
     custom = next(e for e in events if e["kind"] == "flow_event")
-    assert custom["step_name"] == "checkpoint" and custom["step_id"] == inner
+    # Its own name field; step_id says which step it was raised in.
+    assert custom["event_name"] == "checkpoint" and custom["step_name"] is None and custom["step_id"] == inner
     assert custom["attributes"] == {"rows": "10"}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+from importlib import resources
+from typing import Any, get_type_hints
 
 import fastavro
 import pytest
@@ -11,29 +13,26 @@ import pytest
 from dashfrog import SchemaError, schemas
 
 
-def event(**overrides: object) -> dict:
-    base = {
+def event(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "event_id": "e1",
         "kind": "step_ended",
         "flow_id": "0190f0a1b2c3" + "ab" * 10,
         "tenant": "acme-corp",
         "flow_name": "data_import",
+        "timestamp": 1_700_000_000_123_456,
         "step_id": "s1",
-        "parent_step_id": None,
         "step_name": "validate",
         "status": "failed",
         "error": {"type": "ValueError", "message": "bad", "stack": "Traceback ..."},
         "labels": {"env": "prod"},
         "attributes": {"rows": "3"},
-        "timestamp": 1_700_000_000_123_456,
         "service": "api",
         "host": "h1",
-        "trace_id": None,
-        "span_id": None,
         "sdk_version": "0.1.0",
     }
-    base.update(overrides)
-    return base
+    fields.update(overrides)
+    return dict(schemas.make_event(**fields))
 
 
 def schema_dict() -> dict:
@@ -45,7 +44,7 @@ def event_fields(schema: dict) -> list[dict]:
 
 
 def test_round_trip_keeps_every_field() -> None:
-    events = [event(), event(event_id="e2", kind="flow_event", status=None, error=None)]
+    events = [event(), event(event_id="e2", kind="flow_event", status=None, error=None, event_name="checkpoint")]
     value = schemas.encode(events)
     assert value[:2] == b"\xc3\x01"  # Avro single-object encoding
     assert schemas.decode(value, dict(schemas.headers())) == events
@@ -79,7 +78,7 @@ def test_newer_writer_is_read_by_the_current_reader() -> None:
     newer = schema_dict()
     event_fields(newer).append({"name": "region", "type": "string", "default": ""})
     parsed = fastavro.parse_schema(copy.deepcopy(newer))
-    value = schemas.encode([event(region="eu-west-1")], schema=parsed)
+    value = schemas.encode([event() | {"region": "eu-west-1"}], schema=parsed)
     (decoded,) = schemas.decode(value, {schemas.SCHEMA_HEADER: json.dumps(newer).encode()})
     assert "region" not in decoded and decoded == event()
 
@@ -88,7 +87,7 @@ def test_unknown_writer_without_its_schema_is_refused() -> None:
     newer = schema_dict()
     # A field no other test adds: the codec caches schemas it has seen in headers.
     event_fields(newer).append({"name": "zone", "type": "string", "default": ""})
-    value = schemas.encode([event(zone="x")], schema=fastavro.parse_schema(newer))
+    value = schemas.encode([event() | {"zone": "x"}], schema=fastavro.parse_schema(newer))
     with pytest.raises(SchemaError, match="unknown writer schema"):
         schemas.decode(value, {})
     with pytest.raises(SchemaError, match="does not match"):
@@ -115,3 +114,33 @@ def test_every_field_added_after_the_first_has_a_default() -> None:
 def test_validate_explains_what_is_wrong(overrides: dict, message: str) -> None:
     with pytest.raises(SchemaError, match=message):
         schemas.validate(event(**overrides))
+
+
+def test_event_type_and_field_lists_follow_the_schema() -> None:
+    """``Event`` restates the .avsc for type checkers; the field lists are read from it."""
+    names = [f["name"] for f in event_fields(schema_dict())]
+    assert list(get_type_hints(schemas.Event)) == names == list(schemas.EVENT_FIELDS)
+    kind_doc = next(f["doc"] for f in event_fields(schema_dict()) if f["name"] == "kind")
+    assert all(kind in kind_doc for kind in schemas.EVENT_KINDS)
+
+
+def test_make_event_fills_defaults_and_refuses_unknown_fields() -> None:
+    made = schemas.make_event("flow_started", flow_id="f", tenant="t", flow_name="n", timestamp=1)
+    assert list(made) == list(schemas.EVENT_FIELDS)
+    assert made["labels"] == {} and made["step_id"] is None and made["service"] == ""
+    assert made["event_id"] != schemas.make_event("flow_started", flow_id="f", tenant="t", flow_name="n",
+                                                 timestamp=1)["event_id"]
+    with pytest.raises(TypeError, match="step_nmae"):
+        schemas.make_event("step_started", flow_id="f", tenant="t", flow_name="n", timestamp=1, step_nmae="x")
+
+
+def test_custom_event_from_a_v1_sdk_is_read_with_its_name_in_step_name() -> None:
+    """v1 (shipped in schemas/history/) had no event_name: the reader fills null,
+    and the v1 message is read by fingerprint alone, without the schema header."""
+    v1 = json.loads(resources.files("dashfrog.schemas").joinpath("history/event_batch.v1.avsc").read_text())
+    assert "event_name" not in [f["name"] for f in event_fields(v1)]
+    old = {k: v for k, v in event(kind="flow_event", status=None, error=None, step_name="checkpoint").items()
+           if k != "event_name"}
+    value = schemas.encode([old], schema=fastavro.parse_schema(v1))
+    (decoded,) = schemas.decode(value, {})
+    assert decoded["event_name"] is None and decoded["step_name"] == "checkpoint"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from importlib import resources
 from typing import Any
 
 import fastavro
@@ -128,6 +129,34 @@ class EncodedContract:
         ]
         store.insert_events(decoded, "python")
         assert raw_rows(store) == encoded
+
+    def test_custom_events_from_a_v1_writer_keep_their_name(self, store: Any) -> None:
+        """v1 (schemas/history/) had no event_name and put a custom event's name
+        in step_name: the SQL mapping fills event_name's default, the detail
+        reads the name from step_name, and a current writer's event_name wins."""
+        v1_text = resources.files("dashfrog.schemas").joinpath("history/event_batch.v1.avsc").read_text()
+        v1 = fastavro.parse_schema(json.loads(v1_text))
+        f = Flow("v1").start()
+        sid = f.step("process")
+        f.event("checkpoint", step_id=sid, at="x")
+        f.end()
+        v1_events = [
+            {k: v for k, v in e.items() if k != "event_name"}
+            | ({"step_name": e["event_name"]} if e["kind"] == "flow_event" else {})
+            for e in f.events
+        ]
+        g = Flow("v2").start()
+        g.event("checkpoint")
+        g.end()
+        results = store.insert_encoded([(v1_text, [body(v1_events, v1)]), (SCHEMA, [body(g.events)])], "v1")
+        assert results == [GroupResult(len(f.events)), GroupResult(len(g.events))]
+        rows = store.select("SELECT tenant, event_name, step_name FROM events WHERE kind = 'flow_event' ORDER BY tenant")
+        assert rows == [
+            {"tenant": "v1", "event_name": "", "step_name": "checkpoint"},
+            {"tenant": "v2", "event_name": "checkpoint", "step_name": ""},
+        ]
+        for flow in (f, g):
+            assert [e.name for e in store.flow(flow.flow_id).events] == ["checkpoint"]
 
     def test_unreadable_group_is_named_and_earlier_groups_are_written(self, store: Any) -> None:
         good, other = simple(tenant="good"), simple(tenant="other")

@@ -21,47 +21,22 @@ from dashfrog import query
 from dashfrog._exceptions import DashfrogError, QueryError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, SqlResult, StatsFilter
 from dashfrog._settings import Settings, set_settings
+from dashfrog.schemas import Event, make_event
 
 
-def _events(tenant: str, flow_id: str, fail: bool = False) -> list[dict[str, Any]]:
+def _events(tenant: str, flow_id: str, fail: bool = False) -> list[Event]:
     t = int(time.time() * 1_000_000) - 60_000_000
-    base = {"flow_id": flow_id, "tenant": tenant, "flow_name": "data_import", "labels": {}}
-    error = {"type": "ValueError", "message": "Invalid data format", "stack": "tb"}
+    flow = {"flow_id": flow_id, "tenant": tenant, "flow_name": "data_import"}
+    error = {"type": "ValueError", "message": "Invalid data format", "stack": "tb"} if fail else None
+    status = "failed" if fail else "success"
     return [
-        {
-            **base,
-            "event_id": flow_id + "1",
-            "kind": "flow_started",
-            "timestamp": t,
-            "labels": {"env": "prod"},
-        },
-        {
-            **base,
-            "event_id": flow_id + "2",
-            "kind": "step_started",
-            "step_id": "s1",
-            "step_name": "validate",
-            "timestamp": t + 10,
-        },
-        {
-            **base,
-            "event_id": flow_id + "3",
-            "kind": "step_ended",
-            "step_id": "s1",
-            "step_name": "validate",
-            "status": "failed" if fail else "success",
-            "error": error if fail else None,
-            "timestamp": t + 20,
-        },
-        {
-            **base,
-            "event_id": flow_id + "4",
-            "kind": "flow_ended",
-            # As the SDK does: a flow whose step failed ends failed.
-            "status": "failed" if fail else "success",
-            "error": error if fail else None,
-            "timestamp": t + 30,
-        },
+        make_event("flow_started", **flow, event_id=flow_id + "1", timestamp=t, labels={"env": "prod"}),
+        make_event("step_started", **flow, event_id=flow_id + "2", timestamp=t + 10, step_id="s1",
+                   step_name="validate"),
+        make_event("step_ended", **flow, event_id=flow_id + "3", timestamp=t + 20, step_id="s1",
+                   step_name="validate", status=status, error=error),
+        # As the SDK does: a flow whose step failed ends failed.
+        make_event("flow_ended", **flow, event_id=flow_id + "4", timestamp=t + 30, status=status, error=error),
     ]
 
 

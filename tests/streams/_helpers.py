@@ -30,28 +30,27 @@ def flow_events(
     out: list[schemas.Event] = []
     for i in range(n_flows):
         failed = bool(fail_every) and i % fail_every == 0
-        base: dict[str, Any] = {
+        flow: dict[str, Any] = {
             "flow_id": f"{now:016x}-{run}-{i:07d}",
             "tenant": f"tenant-{i % tenants}",
             "flow_name": name,
             "labels": {"batch": str(i % 7), "run": run},
-            "attributes": {},
             "service": "svc",
             "host": "h",
             "sdk_version": "test",
         }
         ts = now + i
-        out.append({**base, "event_id": uuid.uuid4().hex, "kind": "flow_started", "timestamp": ts})
+        error = {"type": "ValueError", "message": "bad row", "stack": ""}
+        out.append(schemas.make_event("flow_started", timestamp=ts, **flow))
         for s in range(steps):
             step = {"step_id": f"s{s}", "step_name": f"step{s}"}
-            status = "failed" if failed and s == steps - 1 else "success"
-            error = {"type": "ValueError", "message": "bad row", "stack": ""} if status == "failed" else None
-            out.append({**base, **step, "event_id": uuid.uuid4().hex, "kind": "step_started", "timestamp": ts + 10})
-            out.append({**base, **step, "event_id": uuid.uuid4().hex, "kind": "step_ended", "timestamp": ts + 20,
-                        "status": status, "error": error})
-        out.append({**base, "event_id": uuid.uuid4().hex, "kind": "flow_ended", "timestamp": ts + 30,
-                    "status": "failed" if failed else "success",
-                    "error": {"type": "ValueError", "message": "bad row", "stack": ""} if failed else None})
+            step_failed = failed and s == steps - 1
+            out.append(schemas.make_event("step_started", timestamp=ts + 10, **flow, **step))
+            out.append(schemas.make_event("step_ended", timestamp=ts + 20, **flow, **step,
+                                          status="failed" if step_failed else "success",
+                                          error=error if step_failed else None))
+        out.append(schemas.make_event("flow_ended", timestamp=ts + 30, **flow,
+                                      status="failed" if failed else "success", error=error if failed else None))
     return out
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from dashfrog._broker import free_port
 from dashfrog._settings import Settings
+from dashfrog.schemas import Event, Kind, make_event
 from dashfrog.web import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,18 +54,17 @@ class Flow:
         self.t = NOW_US - int(ago_s * 1_000_000)
         self.flow_id = f"{self.t // 1000:012x}{uuid.uuid4().hex[:20]}"
         self.labels = labels or {}
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self._event("flow_started", labels=dict(self.labels))
 
-    def _event(self, kind: str, **fields: Any) -> None:
+    def _event(self, kind: Kind, **fields: Any) -> None:
         self.t += 250_000
-        self.events.append({
-            "event_id": uuid.uuid4().hex, "kind": kind, "flow_id": self.flow_id, "tenant": self.tenant,
-            "flow_name": self.name, "step_id": None, "parent_step_id": None, "step_name": None,
-            "status": None, "error": None, "labels": {}, "attributes": {}, "timestamp": self.t,
-            "service": self.service, "host": "host-1", "trace_id": "ab" * 16, "span_id": "cd" * 8,
-            "sdk_version": "test", **fields,
-        })
+        fields = {"service": self.service, "host": "host-1", "trace_id": "ab" * 16, "span_id": "cd" * 8,
+                  "sdk_version": "test", **fields}
+        self.events.append(
+            make_event(kind, flow_id=self.flow_id, tenant=self.tenant, flow_name=self.name, timestamp=self.t,
+                       **fields)
+        )
 
     def step(self, name: str, *, parent: str | None = None, error: str | None = None, end: bool = True,
              service: str | None = None, **attributes: str) -> str:
@@ -86,7 +86,7 @@ class Flow:
         )
 
     def event(self, name: str, **attributes: str) -> None:
-        self._event("flow_event", step_name=name, attributes=attributes)
+        self._event("flow_event", event_name=name, attributes=attributes)
 
     def end(self, error: str | None = None) -> Flow:
         self._event("flow_ended", status="failed" if error else "success",
