@@ -6,17 +6,24 @@
 ...         ...
 """
 
-from dashfrog import flow, step
+from dashfrog import flow, metrics, step
 from dashfrog._api import flush, setup, shutdown, stats
 from dashfrog._exceptions import (
     ConfigurationError,
     DashfrogError,
+    EmptyTenantError,
     InvalidArgumentError,
     LabelLimitError,
+    MetricConflictError,
+    MetricLabelError,
+    MetricValueError,
+    MissingLabelError,
+    NegativeIncrementError,
     NoActiveFlowError,
     QueryError,
     SchemaError,
     StorageError,
+    UndeclaredLabelError,
     UsageError,
 )
 from dashfrog._flow import SDK_VERSION as __version__
@@ -26,17 +33,25 @@ from dashfrog._settings import Settings
 __all__ = [
     "ConfigurationError",
     "DashfrogError",
+    "EmptyTenantError",
     "InvalidArgumentError",
     "LabelLimitError",
+    "MetricConflictError",
+    "MetricLabelError",
+    "MetricValueError",
+    "MissingLabelError",
+    "NegativeIncrementError",
     "NoActiveFlowError",
     "QueryError",
     "SchemaError",
     "Settings",
     "StorageError",
+    "UndeclaredLabelError",
     "UsageError",
     "__version__",
     "flow",
     "flush",
+    "metrics",
     "setup",
     "shutdown",
     "stats",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashfrog import _context
+from dashfrog import _context, _metrics
 from dashfrog._exceptions import ConfigurationError
 from dashfrog._producer import current_sender, reset_sender
 from dashfrog._settings import Settings, get_settings, set_settings
@@ -37,13 +37,16 @@ def _check_compression(codec: str) -> None:
 
 
 def flush(timeout: float | None = 10.0) -> bool:
-    """Send what is queued; True when the broker acknowledged it all within ``timeout``."""
+    """Send what is queued (metrics aggregated so far included); True when the
+    broker acknowledged it all within ``timeout``."""
+    _metrics.export_now()
     sender = current_sender()
     return True if sender is None else sender.flush(timeout)
 
 
 def shutdown(timeout: float | None = 10.0) -> None:
-    """Flush within ``timeout`` and stop the background sender."""
+    """Flush within ``timeout`` (metrics included) and stop the background sender."""
+    _metrics.export_now()
     reset_sender(timeout)
 
 
@@ -56,5 +59,6 @@ def stats() -> dict[str, Any]:
         else {"queued": 0, "queued_bytes": 0, "accepted": 0, "sent": 0, "dropped": 0, "errors": 0, "messages": 0, "last_error": None}
     )
     base["ignored_remote_contexts"] = _context.ignored_remote_count()
+    base.update(_metrics.metrics_stats())
     base["disabled"] = get_settings().disabled
     return base

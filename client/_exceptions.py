@@ -6,7 +6,14 @@
      ├── ConfigurationError          a setting is invalid
      ├── UsageError                  the SDK was called the wrong way
      │    ├── InvalidArgumentError   (also a ValueError) empty name/tenant, bad label
-     │    ├── LabelLimitError        too many labels, key or value too long
+     │    │    ├── LabelLimitError        too many labels, key or value too long
+     │    │    ├── EmptyTenantError       a metric recorded without a tenant
+     │    │    ├── MetricLabelError       labels that do not match the metric's declaration
+     │    │    │    ├── UndeclaredLabelError   a label the metric did not declare
+     │    │    │    └── MissingLabelError      a declared label not given
+     │    │    ├── MetricValueError       a metric value that is not a finite number
+     │    │    │    └── NegativeIncrementError  a counter given a negative increment
+     │    │    └── MetricConflictError    a metric name declared twice, differently
      │    └── NoActiveFlowError      step/event/end with no current flow
      ├── SchemaError                 a message is not a readable DashFrog event
      ├── StorageError                ClickHouse refused or failed
@@ -37,6 +44,35 @@ class InvalidArgumentError(UsageError, ValueError):
 
 class LabelLimitError(InvalidArgumentError):
     """Labels or attributes exceed the configured count or length limits."""
+
+
+class EmptyTenantError(InvalidArgumentError):
+    """A metric value was recorded with no tenant (or an empty one)."""
+
+
+class MetricLabelError(InvalidArgumentError):
+    """A metric was given labels that do not match the ones it declared."""
+
+
+class UndeclaredLabelError(MetricLabelError):
+    """A label the metric did not declare in ``labels=[...]``."""
+
+
+class MissingLabelError(MetricLabelError):
+    """A label the metric declared was not given."""
+
+
+class MetricValueError(InvalidArgumentError):
+    """A metric value is not a finite number (a str, None, a bool, NaN, infinity)."""
+
+
+class NegativeIncrementError(MetricValueError):
+    """A counter only goes up: ``add()`` was given a negative number."""
+
+
+class MetricConflictError(InvalidArgumentError):
+    """A metric name is already declared in this process with another kind,
+    labels, pretty name or unit."""
 
 
 class NoActiveFlowError(UsageError):

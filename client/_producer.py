@@ -46,6 +46,11 @@ _KEY_HASH_CACHE = 65_536
 # the bytes and str headers (33 + 49), the 2-tuple (56), its deque slot (8)
 # and the allocator rounding each of the three objects up to 16 bytes (45).
 _EVENT_OVERHEAD = 192
+# Partition keys of ``metrics`` events (dashfrog.metrics) start with this; flow
+# ids are hex. Each such event leaves in a message of its own, marked with
+# METRICS_HEADER, so a processor can route it without decoding every message.
+METRICS_KEY_PREFIX = "dashfrog-metrics/"
+METRICS_HEADER = ("dashfrog-content", b"metrics")
 
 
 # A queued event: its flow id (the partition key) and its Avro encoding.
@@ -112,6 +117,21 @@ class Sender:
             self._drop()
             return
         self.queued += 1
+
+    def emit_metrics(self, event: schemas.Event) -> bool:
+        """Queue one ``metrics`` event (its flow_id starts with METRICS_KEY_PREFIX)
+        under the same bounds as flow events; False when it was dropped."""
+        try:
+            item = queued(event)
+        except Exception as exc:
+            self._note_error(exc)
+            self.dropped += 1
+            return False
+        if not self._admit(item, cost(item)):
+            self._drop()
+            return False
+        self.queued += 1
+        return True
 
     def _admit(self, item: Queued, size: int) -> bool:
         """Append ``item`` if the queue has room for it, waiting up to ``queue_block_ms``."""
@@ -309,8 +329,13 @@ class Sender:
         groups: dict[int, list[Queued]] = {}
         n = len(partitions)
         hashes = self._key_hashes
+        sends = []
         for item in taken:
             flow_id = item[0]
+            if flow_id.startswith(METRICS_KEY_PREFIX):
+                h = murmur2(flow_id.encode()) & 0x7FFFFFFF
+                sends.append(([item], await self._send(producer, partitions[h % n], [item], METRICS_HEADER)))
+                continue
             h = hashes.get(flow_id)
             if h is None:
                 if len(hashes) >= _KEY_HASH_CACHE:
@@ -318,7 +343,6 @@ class Sender:
                 # Same mapping as Kafka's default partitioner for the key flow_id.
                 h = hashes[flow_id] = murmur2(flow_id.encode()) & 0x7FFFFFFF
             groups.setdefault(partitions[h % n], []).append(item)
-        sends = []
         for partition, items in groups.items():
             for chunk in _messages(items, self.settings.batch_max_events):
                 sends.append((chunk, await self._send(producer, partition, chunk)))
@@ -341,14 +365,16 @@ class Sender:
             self._bytes -= acknowledged
             self._space.notify_all()
 
-    async def _send(self, producer: Any, partition: int, chunk: list[Queued]) -> Any:
+    async def _send(
+        self, producer: Any, partition: int, chunk: list[Queued], *extra: tuple[str, bytes]
+    ) -> Any:
         try:
             return await producer.send(
                 self.settings.topic,
                 value=schemas.frame([value for _, value in chunk]),
                 key=chunk[0][0].encode(),
                 partition=partition,
-                headers=schemas.headers(),
+                headers=[*schemas.headers(), *extra],
             )
         except Exception as exc:
             self._note_error(exc)
