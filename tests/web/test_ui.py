@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -499,3 +501,176 @@ def test_page_is_served_with_a_strict_content_security_policy(open_server: Serve
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(open_server.url + "/static/app.js").status_code == 200
     assert httpx.get(open_server.url + "/static/../_app.py").status_code == 404
+
+
+# -- issue 13: timeline, live detail, charts, export -------------------------------------------------
+
+def _at(flow: Flow, offset_ms: float) -> Flow:
+    """Place the flow's next event ``offset_ms`` after its start (``_event`` adds 250 ms first)."""
+    flow.t = flow.start_us + int(offset_ms * 1000) - 250_000
+    return flow
+
+
+def _timed_flow(tenant: str = "initech") -> Flow:
+    """checkout: call_payments runs 10..361 ms, its children 18 ms of it; one retried attempt."""
+    flow = Flow(tenant, "checkout", ago_s=20, service="web")
+    flow.start_us = flow.events[0]["timestamp"]
+    pay = {"step_id": "pay", "step_name": "call_payments", "service": "payments"}
+    _at(flow, 2)._event("step_started", step_id="cart", step_name="validate_cart")
+    _at(flow, 8)._event("step_ended", step_id="cart", step_name="validate_cart", status="success")
+    _at(flow, 10)._event("step_started", **pay)
+    for step_id, name, start, end, status in (("fraud", "fraud_check", 20, 28, "success"),
+                                              ("try1", "charge_card", 30, 34, "retried"),
+                                              ("try2", "charge_card", 36, 42, "success")):
+        common = {"step_id": step_id, "step_name": name, "parent_step_id": "pay", "service": "payments"}
+        _at(flow, start)._event("step_started", **common)
+        error = {"type": "Retry", "message": "gateway timeout", "stack": ""} if status == "retried" else None
+        _at(flow, end)._event("step_ended", status=status, error=error, **common)
+    _at(flow, 361)._event("step_ended", status="success", **pay)
+    _at(flow, 400)._event("flow_ended", status="success")
+    return flow
+
+
+def test_detail_timeline_shows_where_the_time_went(browser: Any, store: Any, open_server: Server) -> None:
+    flow = _timed_flow()
+    store.insert_events(flow.events, "ui-timeline")
+    # A viewer in Paris: times in their zone, 24-hour, with the zone written out.
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="Europe/Paris")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{open_server.url}/#/flow/{flow.flow_id}?tenant=initech")
+        timeline = page.locator("#detail-view .timeline")
+        pay = timeline.locator('.tl-row[data-step="call_payments"]')
+        expect(pay).to_have_attribute("data-offset-ms", "10.000")
+        expect(pay).to_have_attribute("data-duration-ms", "351.000")
+        expect(pay).to_have_attribute("data-gap-ms", "333.000")  # 351 ms, children ran 8 + 4 + 6 ms
+        expect(pay.locator(".tl-gap")).to_have_text("333.0 ms not in child steps")
+        expect(pay.locator(".tl-offset")).to_have_text("+10.0 ms")
+        expect(pay.locator(".tl-svc")).to_have_text("payments")
+        flow_row = timeline.locator('.tl-row[data-kind="flow"]')
+        expect(flow_row).to_have_attribute("data-duration-ms", "400.000")
+
+        # Nesting: children one level deeper, their bars inside the parent's, in start order.
+        fraud = timeline.locator('.tl-row[data-step="fraud_check"]')
+        expect(fraud).to_have_attribute("data-depth", str(int(pay.get_attribute("data-depth")) + 1))
+        tries = timeline.locator('.tl-row[data-step="charge_card"]')
+        expect(tries).to_have_count(2)
+        boxes = {name: timeline.locator(f'.tl-row[data-step="{name}"] .tl-bar').first.bounding_box()
+                 for name in ("call_payments", "fraud_check", "validate_cart")}
+        retry_box = tries.nth(0).locator(".tl-bar").bounding_box()
+        parent = boxes["call_payments"]
+        for child in (boxes["fraud_check"], retry_box):
+            assert parent["x"] - 1 <= child["x"] and child["x"] + child["width"] <= parent["x"] + parent["width"] + 1
+        assert boxes["validate_cart"]["x"] < boxes["fraud_check"]["x"] < retry_box["x"]
+        # 351 ms of a 400 ms flow: the bar's width is to scale.
+        whole = timeline.locator('.tl-row[data-kind="flow"] .tl-bar').bounding_box()
+        assert parent["width"] / whole["width"] == pytest.approx(351 / 400, abs=0.01)
+        assert (parent["x"] - whole["x"]) / whole["width"] == pytest.approx(10 / 400, abs=0.01)
+
+        # The retried attempt reads as retried, not failed; a flow that then succeeded has no error box.
+        expect(tries.nth(0)).to_have_attribute("data-status", "retried")
+        expect(tries.nth(0).locator(".tl-bar")).to_have_class(re.compile(r"\btl-retried\b"))
+        expect(tries.nth(1)).to_have_attribute("data-status", "success")
+        expect(page.locator("#detail-view h2", has_text=re.compile("^Error$"))).to_have_count(0)
+        expect(page.locator("#detail-view .error:not(.retried)")).to_have_count(0)
+
+        # Each service has its own colour.
+        colour = "el => getComputedStyle(el).getPropertyValue('--svc').trim()"
+        web = timeline.locator('.tl-row[data-step="validate_cart"] .tl-bar').evaluate(colour)
+        payments = timeline.locator('.tl-row[data-step="fraud_check"] .tl-bar').evaluate(colour)
+        assert web and payments and web != payments
+        expect(timeline.locator(".tl-legend")).to_contain_text("payments")
+
+        # Times: ISO order, 24-hour clock, milliseconds, the zone shown.
+        started = page.locator("dl.meta dt", has_text="Started").locator("xpath=following-sibling::dd[1]")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(flow.start_us / 1e6 + 3600))  # Paris is UTC+1 in winter
+        expect(started).to_have_text(f"{when}.{flow.start_us // 1000 % 1000:03d} UTC+01:00")
+        assert "AM" not in page.locator("#detail-view").inner_text() and "PM" not in page.locator("#detail-view").inner_text()
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_linked_detail_page_updates_live(page: Any, store: Any, open_server: Server) -> None:
+    flow = Flow("initech", "provisioning", ago_s=5, service="provisioner")
+    step_id = flow.step("create_vm", end=False)
+    store.insert_events(flow.events, "ui-detail-live-1")
+    page.goto(f"{open_server.url}/#/flow/{flow.flow_id}?tenant=initech")  # opened from a link, not the list
+    expect(page.locator("#detail-view .detail-title .badge")).to_have_text("running")
+    wait_live(page)
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+    before = len(flow.events)
+    flow.end_step(step_id, "create_vm")
+    flow.step("attach_disk", service="storage")
+    flow.end()
+    store.insert_events(flow.events[before:], "ui-detail-live-2")
+    started = time.monotonic()
+    expect(page.locator("#detail-view .detail-title .badge")).to_have_text("success", timeout=5000)
+    expect(page.locator('#detail-view .tl-row[data-step="attach_disk"]')).to_have_attribute("data-status", "success")
+    expect(page.locator('#detail-view .tl-row[data-step="create_vm"]')).to_have_attribute("data-status", "success")
+    assert time.monotonic() - started < 5
+    assert page.evaluate("() => window.__sameDocument") is True  # updated in place, no reload
+    assert page.js_errors == []
+
+
+def _overview(url: str, **params: str) -> dict[str, Any]:
+    return httpx.get(url + "/api/stats/overview", params=params).json()
+
+
+def test_stats_and_charts_follow_every_filter(page: Any, store: Any, open_server: Server) -> None:
+    page.goto(open_server.url + "/#/?tenant=acme-corp&status=failed")
+    want = _overview(open_server.url, tenant="acme-corp", status="failed")
+    assert want["runs"] >= 1 and want["runs"] == want["failed"]
+    expect(page.locator("#stats")).to_have_attribute("data-runs", str(want["runs"]))
+    expect(page.locator("#stats .card").first).to_have_text(f"{want['runs']}runs")
+    expect(rows(page)).to_have_count(want["runs"])
+    charts = page.locator("#charts")
+    expect(charts).to_have_attribute("data-total", str(want["runs"]))
+    expect(charts).to_have_attribute("data-failed", str(want["runs"]))
+    expect(charts).to_have_attribute("data-success", "0")
+    expect(page.locator("#chart-runs canvas")).to_have_count(1)
+    expect(page.locator("#chart-durations canvas")).to_have_count(1)
+    bars = page.locator("#stats .histogram .hist-col")
+    expect(bars.first).to_be_visible()
+    counts = [int(c) for c in bars.evaluate_all("cs => cs.map(c => c.dataset.count)")]
+    assert sum(counts) == want["failed"]  # every failed flow has a duration
+
+    # Labels too: the cards and charts change with them.
+    page.goto(open_server.url + "/#/?tenant=acme-corp&labels=env%3Dstaging")
+    want = _overview(open_server.url, tenant="acme-corp", labels=json.dumps({"env": "staging"}))
+    expect(page.locator("#stats")).to_have_attribute("data-runs", str(want["runs"]))
+    expect(charts).to_have_attribute("data-total", str(want["runs"]))
+    expect(rows(page)).to_have_count(want["runs"])
+    assert page.js_errors == []
+
+
+def test_export_buttons_download_the_current_view(page: Any, store: Any, open_server: Server) -> None:
+    page.goto(open_server.url + "/#/?tenant=globex")
+    expect(rows(page)).not_to_have_count(0)
+    shown = shown_ids(page)
+    with page.expect_download() as info:
+        page.locator('[data-export="csv"]').click()
+    download = info.value
+    assert download.suggested_filename.startswith("flows-") and download.suggested_filename.endswith(".csv")
+    import csv
+    import io
+
+    exported = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert {r["flow_id"] for r in exported} == shown and {r["tenant"] for r in exported} == {"globex"}
+
+    with page.expect_download() as info:
+        page.locator('[data-export="ndjson"]').click()
+    lines = Path(info.value.path()).read_text().splitlines()
+    assert {json.loads(line)["flow_id"] for line in lines} == shown
+
+    failed = store.seeded["other"]
+    page.goto(f"{open_server.url}/#/flow/{failed.flow_id}?tenant=globex")
+    with page.expect_download() as info:
+        page.locator("#export-flow").click()
+    body = json.loads(Path(info.value.path()).read_text())
+    assert body["flow_id"] == failed.flow_id and body["status"] == "failed"
+    assert {e["event_id"] for e in body["raw_events"]} == {e["event_id"] for e in failed.events}
+    assert page.js_errors == []

@@ -819,6 +819,7 @@
       flow = await api(`/api/flows/${encodeURIComponent(id)}`, p);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
+        shownDetail = null;
         fill($("#detail-view"), el("a", { class: "back", href: backHref, text: "← all flows" }),
           el("p", { class: "empty", text: `No flow ${id} (or not visible with this token).` }));
         return;
@@ -828,8 +829,16 @@
     }
     if (!detail || detail.id !== id) return;
     notice("");
+    // Re-render only what changed: a reload after (re)connecting must not
+    // close an open stack trace or move the page under the reader.
+    const text = JSON.stringify(flow);
+    if (shownDetail === text && $("#detail-view").dataset.flowId === id) return;
+    shownDetail = text;
     renderDetail(flow);
+    $("#detail-view").dataset.flowId = id;
   }
+
+  let shownDetail = null;
 
   // -- live stream (fetch-based server-sent events, so the token stays in a header) --
 
