@@ -9,13 +9,14 @@ when ``to_pandas()`` is called.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dashfrog._exceptions import QueryError
+from dashfrog._timeexpr import parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,10 +224,7 @@ def _as_utc(value: Any, now: datetime) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, tz=UTC)
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+        return parse_time(value, now)
     if not isinstance(value, datetime):
         raise ValueError("expected a datetime, an ISO 8601 string, a timedelta or epoch seconds")
     # Naive datetimes are taken as UTC: stored timestamps are UTC.
@@ -256,11 +254,11 @@ class _Filter(_Model):
     def parse(cls, **values: Any) -> Any:
         """Validate and normalise filter values; raises QueryError with what is wrong."""
         now = values.pop("now", None) or datetime.now(UTC)
-        try:
-            values["since"] = _as_utc(values.get("since"), now)
-            values["until"] = _as_utc(values.get("until"), now)
-        except ValueError as exc:
-            raise QueryError(f"since/until: {exc}") from None
+        for bound in ("since", "until"):
+            try:
+                values[bound] = _as_utc(values.get(bound), now)
+            except ValueError as exc:
+                raise QueryError(f"{bound}: {exc}") from None
         try:
             parsed = cls.model_validate(values)
         except ValidationError as exc:
@@ -283,6 +281,23 @@ class _Filter(_Model):
             else:
                 params[key] = str(value)
         return params
+
+
+def parse_label_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``key=value`` label filters (CLI ``--label``, API ``label=``, UI) as a mapping.
+
+    The older HTTP form ``key:value`` still works: whichever of ``=`` and ``:``
+    comes first separates the name, so values may hold either (``url=http://x``,
+    ``k:a=b``). Raises QueryError on a pair with no name or no separator.
+    """
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        cuts = [i for i in (pair.find("="), pair.find(":")) if i >= 0]
+        if not cuts or min(cuts) == 0:
+            raise QueryError(f"label filter {pair!r}: expected key=value (e.g. env=prod)")
+        cut = min(cuts)
+        labels[pair[:cut]] = pair[cut + 1 :]
+    return labels
 
 
 class FlowFilter(_Filter):

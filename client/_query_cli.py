@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from dashfrog._exceptions import DashfrogError
+from dashfrog._exceptions import DashfrogError, QueryError
+from dashfrog._models import parse_label_pairs
+from dashfrog._timeexpr import parse_time
 from dashfrog._timeline import span, text_timeline, when
 
 T = TypeVar("T")
@@ -75,6 +77,32 @@ def _pairs(pairs: Sequence[str], option: str, shape: str) -> dict[str, str] | No
     return parsed or None
 
 
+class _TimeType(click.ParamType):
+    """A ``--since``/``--until`` value in the one time grammar (see ``dashfrog._timeexpr``)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = _TimeType()
+TIME_HELP = "2026-11-25T10:00:00Z, 2026-11-25, 15m, 2h, 7d, today, yesterday (UTC)"
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str] | None:
+    """``--label KEY=VALUE`` options (``KEY:VALUE`` too, as over HTTP)."""
+    try:
+        return parse_label_pairs(pairs) or None
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint="--label") from None
+
+
 def _dump(model: Any) -> str:
     return json.dumps(model.model_dump(mode="json"), indent=2, sort_keys=True)
 
@@ -94,8 +122,8 @@ def _dump(model: Any) -> str:
     metavar="KEY=VALUE",
     help="Label that must match (repeatable).",
 )
-@click.option("--since", help="Started at or after: ISO 8601, e.g. 2026-11-25T10:00:00Z.")
-@click.option("--until", help="Started at or before: ISO 8601.")
+@click.option("--since", type=TIME, help=f"Started at or after: {TIME_HELP}.")
+@click.option("--until", type=TIME, help="Started before: same forms as --since.")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -117,8 +145,8 @@ def flows_command(
     status: str | None,
     name: str | None,
     label_pairs: tuple[str, ...],
-    since: str | None,
-    until: str | None,
+    since: datetime | None,
+    until: datetime | None,
     limit: int | None,
     cursor: str | None,
     fmt: str,
@@ -130,7 +158,7 @@ def flows_command(
 
     if as_json:
         fmt = "ndjson"
-    labels = _pairs(label_pairs, "--label", "KEY=VALUE")
+    labels = _labels(label_pairs)
     remaining = limit
     widths: list[int] = []
     count = 0
@@ -252,11 +280,15 @@ def _walk(step: Any, depth: int) -> Iterable[tuple[Any, int]]:
 @click.command("stats")
 @click.option("--tenant", help="Only this customer's flows.")
 @click.option("--name", help="Only flows with this name.")
-@click.option("--since", help="Started at or after (ISO 8601).")
-@click.option("--until", help="Started at or before (ISO 8601).")
+@click.option("--since", type=TIME, help=f"Started at or after: {TIME_HELP}.")
+@click.option("--until", type=TIME, help="Started before: same forms as --since.")
 @click.option("--json", "as_json", is_flag=True)
 def stats_command(
-    tenant: str | None, name: str | None, since: str | None, until: str | None, as_json: bool
+    tenant: str | None,
+    name: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
 ) -> None:
     """Runs, success rate, duration percentiles and failures per step."""
     from dashfrog import query

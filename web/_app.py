@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowFilter, SqlResult, StatsFilter
+from dashfrog._models import parse_label_pairs as label_pairs
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage import Store
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
@@ -52,14 +53,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
-    """``label=k:v`` query values to a mapping; raises QueryError on a malformed pair."""
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition(":")
-        if not sep or not key:
-            raise QueryError(f"label filter {pair!r}: expected key:value (e.g. label=env:prod)")
-        labels[key] = value
-    return labels
+    """``label=k=v`` query values (or the older ``label=k:v``) to a mapping; QueryError if malformed."""
+    return label_pairs(pairs)
 
 
 def create_app(
@@ -129,7 +124,7 @@ def create_app(
         tenant: str | None = None,
         status: str | None = None,
         name: str | None = None,
-        label: Annotated[list[str] | None, Query(description="key:value, repeatable; all must match")] = None,
+        label: Annotated[list[str] | None, Query(description="key=value (or key:value), repeatable; all must match")] = None,
         labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
         since: str | None = None,
         until: str | None = None,

@@ -104,7 +104,7 @@ def test_flow_detail_stats_and_sql(store: Any) -> None:
         ("/api/flows", {"status": "exploded"}, "status"),
         ("/api/flows", {"limit": "0"}, "limit"),
         ("/api/flows", {"limit": "many"}, "limit"),
-        ("/api/flows", {"label": "no-colon"}, "key:value"),
+        ("/api/flows", {"label": "no-separator"}, "key=value"),
         ("/api/flows", {"labels": "{not json"}, "labels"),
         ("/api/flows", {"since": "yesterday-ish"}, "since"),
         ("/api/flows", {"since": "2030-01-02", "until": "2030-01-01"}, "after"),
