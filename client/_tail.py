@@ -78,7 +78,9 @@ async def tail(
                         click.echo(f"# partition {tp.partition} offset {message.offset}: {exc}", err=True)
                         continue
                     for event in events:
-                        if (tenant and event["tenant"] != tenant) or (flow_id and event["flow_id"] != flow_id):
+                        if (tenant and event["tenant"] != tenant) or (
+                            flow_id and not event["flow_id"].startswith(flow_id)
+                        ):
                             continue
                         line = json.dumps(event, sort_keys=True) if as_json else format_event(event)
                         out.write(line + "\n")
@@ -114,7 +116,7 @@ def events() -> None:
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept, not the newest.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line with every field.")
 @click.option("--tenant", help="Only this tenant's events.")
-@click.option("--flow", "flow_id", help="Only this flow's events.")
+@click.option("--flow", "flow_id", help="Only this flow's events (its id or a prefix of it, as printed).")
 @click.option("-n", "--limit", type=int, help="Stop after this many events.")
 @click.option("--idle-timeout", type=float, help="Stop after this many seconds without events.")
 def tail_command(
@@ -132,7 +134,8 @@ def tail_command(
                 from_beginning=from_beginning,
                 as_json=as_json,
                 tenant=tenant,
-                flow_id=flow_id,
+                # Pasted from a tail line: the printed prefix ends with an ellipsis.
+                flow_id=flow_id.removesuffix("…") if flow_id else None,
                 limit=limit,
                 idle_timeout=idle_timeout,
             )

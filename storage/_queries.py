@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from dashfrog._exceptions import QueryError
 from dashfrog._models import (
     ErrorInfo,
     FlowDetail,
@@ -473,6 +474,46 @@ def changed_flows(
     return now, [FlowSummary(**_summary_fields(row)) for row in _with_current_steps(run, rows)]
 
 
+# Flow ids are 32 characters (see dashfrog._ids): 12 of creation milliseconds,
+# then random ones, so 12 characters name a flow unless two started in the same ms.
+FLOW_ID_LENGTH = 32
+MIN_FLOW_ID_PREFIX = 6
+_PREFIX_CANDIDATES = 20
+
+_FLOWS_BY_PREFIX = """
+SELECT DISTINCT flow_id
+FROM flows
+WHERE startsWith(flow_id, {prefix:String}) AND {scope}
+ORDER BY flow_id
+LIMIT {limit:UInt32}
+"""
+
+
+def resolve_flow_id(run: Runner, text: str, *, tenant: str | None = None) -> str | None:
+    """The full id of the one flow (of ``tenant``, if given) whose id starts with ``text``.
+
+    None when no flow matches, or ``text`` is a full id or shorter than
+    MIN_FLOW_ID_PREFIX. A trailing ellipsis (as ``events tail`` prints it) is
+    ignored. Raises QueryError when the prefix matches several flows, saying
+    how many.
+    """
+    prefix = text.strip().removesuffix("…").removesuffix("...")
+    if not MIN_FLOW_ID_PREFIX <= len(prefix) < FLOW_ID_LENGTH:
+        return None  # a full id, or too short to be meant as a prefix: no such flow
+    q = _Sql({"prefix": prefix, "limit": _PREFIX_CANDIDATES + 1})
+    scope = f"tenant = {q.bind(tenant, 'String')}" if tenant is not None else "1"
+    found = [r["flow_id"] for r in run(_FLOWS_BY_PREFIX.replace("{scope}", scope), q.params)]
+    if len(found) > 1:
+        many = (
+            f"more than {_PREFIX_CANDIDATES}" if len(found) > _PREFIX_CANDIDATES else str(len(found))
+        )
+        raise QueryError(
+            f"flow id prefix {prefix!r} matches {many} flows (e.g. {found[0]}, {found[1]}); "
+            "give more characters or the full id"
+        )
+    return found[0] if found else None
+
+
 def get_flow(
     run: Runner,
     flow_id: str,
@@ -481,13 +522,20 @@ def get_flow(
     stalled_after_s: float,
     now: datetime | None = None,
 ) -> FlowDetail | None:
-    """One flow with its step tree, errors and custom events; None if unknown."""
+    """One flow with its step tree, errors and custom events; None if unknown.
+
+    ``flow_id`` may be a unique prefix of the id (what ``events tail`` prints):
+    see :func:`resolve_flow_id`.
+    """
     flt = FlowFilter.parse(tenant=tenant, limit=2)
     params: dict[str, Any] = {}
     sql = _flow_rows_sql(flt, params, _stalled_before(stalled_after_s, now), flow_id=flow_id)
     rows = run(sql + "ORDER BY tenant LIMIT 2", params)
     if not rows:
-        return None
+        full = resolve_flow_id(run, flow_id, tenant=tenant)
+        if full is None or full == flow_id:
+            return None
+        return get_flow(run, full, tenant=tenant, stalled_after_s=stalled_after_s, now=now)
     (row,) = _with_current_steps(run, rows[:1])
     key = {"tenant": row["tenant"], "flow_id": row["flow_id"]}
     step_rows = run(_STEP_ROWS, {**key, "no_error": NO_ERROR_TS})
