@@ -216,7 +216,7 @@ async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict
         while True:
             await loop.run_in_executor(None, poll)
             if processor.crashed:
-                raise RuntimeError(f"processor crashed: {processor.app._crash_reason!r}")
+                raise RuntimeError(f"processor crashed: {processor.crash_reason!r}")
             if report is None and gen_done.done():
                 out, _ = gen_done.result()
                 report = json.loads(out.decode().strip().splitlines()[-1])

@@ -158,7 +158,7 @@ async def run_processor(
         async def until(condition: Any, what: str) -> float:
             while not condition():
                 if processor.crashed:
-                    raise RuntimeError(f"processor crashed: {processor.app._crash_reason!r}")
+                    raise RuntimeError(f"processor crashed: {processor.crash_reason!r}")
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"timed out waiting for {what} ({processor.stats})")
                 await asyncio.sleep(0.002)

@@ -15,8 +15,8 @@ writer schema and the store's engine parses, validates and inserts them (see
 ``dashfrog.storage._avro``). Messages the store reports as holding invalid
 events are decoded here only to dead-letter exactly those events; a group the
 engine cannot read is decoded here message by message, so the readable ones
-are written and the rest dead-lettered, as before. A store without
-``insert_encoded`` gets messages decoded in the agent and ``insert_events``.
+are written and the rest dead-lettered, as before. Every store implements
+``insert_encoded`` (the portable one decodes in Python, in the store thread).
 
 Why not ``stream.take_events``: it acks its batch in a ``finally`` after the
 ``yield``, so a body that raises (or is cancelled) still acks events that were
@@ -51,6 +51,7 @@ from dashfrog.streams._batch import (
     inspect_message,
     offset_ranges,
 )
+from dashfrog.streams._faust_compat import committed_offset, kafka_transport
 
 log = logging.getLogger("dashfrog.streams")
 
@@ -116,7 +117,7 @@ class Processor:
             stream_wait_empty=False,  # our writer holds acks; a rebalance must not wait on it
             loghandlers=[],
         )
-        self.app.transport = _transport(self.app, settings.processor_fetch_wait_ms)
+        self.app.transport = kafka_transport(self.app, settings.processor_fetch_wait_ms)
         self.topic = self.app.topic(
             settings.topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
         )
@@ -130,21 +131,18 @@ class Processor:
         self._stream: Any = None
         # (topic, partition) → next offset not yet durably written.
         self.done: dict[tuple[str, int], int] = {}
-        # A store that reads Avro itself gets the messages undecoded.
-        self._encoded = callable(getattr(store, "insert_encoded", None))
         self.app.agent(self.topic, name="dashfrog.streams.decode")(self._agent)
         self.app.task(self._writer)
 
-    # -- agent: identify (or decode), never ack ------------------------------------
+    # -- agent: identify, never decode nor ack ---------------------------------------
 
     async def _agent(self, stream: Any) -> None:
         noack = stream.noack()
         self._stream = noack
         put = self._queue.put
-        read = inspect_message if self._encoded else decode_message
         async for event in noack.events():
             message = event.message
-            item = read(
+            item = inspect_message(
                 message.topic, message.partition, message.offset, message.key, message.value,
                 message.headers,
             )
@@ -171,7 +169,7 @@ class Processor:
         queue = self._queue
         first = await queue.get()
         batch = [first]
-        n_events = len(first.events) + first.estimate
+        n_events = first.estimate
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.processor_batch_wait_s
         max_messages = self.settings.processor_batch_size
@@ -187,7 +185,7 @@ class Processor:
                 except TimeoutError:
                     break
             batch.append(item)
-            n_events += len(item.events) + item.estimate
+            n_events += item.estimate
         return batch
 
     async def _write(self, batch: list[Decoded]) -> None:
@@ -195,13 +193,10 @@ class Processor:
             if item.reason is not None:
                 await self._dead_letter(item)
         token = dedup_token(offset_ranges(batch))
-        events = [event for item in batch for event in item.events]
-        written = len(events)
-        if events:
-            await self._durably("insert", self.store.insert_events, events, token)
+        written = 0
         raw = [item for item in batch if item.value is not None]
         if raw:
-            written += await self._write_encoded(raw, token)
+            written = await self._write_encoded(raw, token)
         # Only now is every message of the batch durable (written or dead-lettered).
         stream = self._stream
         for item in batch:
@@ -350,11 +345,13 @@ class Processor:
 
     @property
     def crashed(self) -> bool:
-        return bool(getattr(self.app, "crashed", False))
+        return bool(self.app.crashed)
 
-    async def run_in_store_thread(self, fn: Any, *args: Any) -> Any:
-        """Run a blocking store call (e.g. a status query) beside the writes."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    @property
+    def crash_reason(self) -> BaseException | None:
+        """What stopped the processor, once ``crashed``."""
+        reason: BaseException | None = self.app.crash_reason
+        return reason
 
     def lag(self) -> int | None:
         """Messages on assigned partitions not yet written (None before assignment)."""
@@ -375,8 +372,7 @@ class Processor:
                 continue
             done = self.done.get((tp.topic, tp.partition))
             if done is None:
-                committed = getattr(consumer, "_committed_offset", {}).get(tp)
-                done = committed or 0
+                done = committed_offset(consumer, tp) or 0
             total += max(0, high - done)
         return total
 
@@ -406,30 +402,3 @@ def _credentials(settings: Settings) -> Any:
 
     return SSLCredentials(ssl_context)
 
-
-def _transport(app: Any, fetch_wait_ms: float) -> Any:
-    """Faust's Kafka transport, with the consumer's fetch wait taken from settings.
-
-    Faust hard-codes ``fetch_max_wait_ms=1500``. A broker that answers a fetch
-    only when that wait ends (tansu does, whatever ``fetch_min_bytes`` says)
-    then adds up to 1.5 s between a step's exit and its row; a short wait keeps
-    the pipeline fresh at the cost of more, emptier fetches when idle.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    class ConsumerThread(driver.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            # Read by aiokafka's fetcher when the consumer starts.
-            consumer._fetch_max_wait_ms = int(fetch_wait_ms)
-            return consumer
-
-    class Consumer(driver.Consumer):
-        def _new_consumer_thread(self) -> Any:
-            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    class Transport(driver.Transport):
-        pass
-
-    Transport.Consumer = Consumer
-    return Transport(app.conf.broker_consumer, app)

@@ -101,7 +101,7 @@ async def run_processor(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
             if processor.crashed:
-                echo(f"dashfrog: processor crashed: {processor.app._crash_reason!r}")
+                echo(f"dashfrog: processor crashed: {processor.crash_reason!r}")
                 return 1
             if status is not None and time.monotonic() >= next_status:
                 echo(await status.line())
