@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dashfrog.schemas import Event, Kind, make_event
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 
 
@@ -34,17 +36,15 @@ class DemoFlow:
         self.tenant, self.name, self.service = tenant, name, service
         self.t = start_us
         self.flow_id = f"{start_us // 1000:012x}{uuid.uuid4().hex[:20]}"
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self.emit("flow_started", labels=labels)
 
-    def emit(self, kind: str, **fields: Any) -> None:
-        self.events.append({
-            "event_id": uuid.uuid4().hex, "kind": kind, "flow_id": self.flow_id, "tenant": self.tenant,
-            "flow_name": self.name, "step_id": None, "parent_step_id": None, "step_name": None,
-            "status": None, "error": None, "labels": {}, "attributes": {}, "timestamp": self.t,
-            "service": self.service, "host": f"{self.service}-7f9c", "trace_id": uuid.uuid4().hex,
-            "span_id": uuid.uuid4().hex[:16], "sdk_version": "demo", **fields,
-        })  # fmt: skip
+    def emit(self, kind: Kind, **fields: Any) -> None:
+        fields = {"service": self.service, "host": f"{self.service}-7f9c", "trace_id": uuid.uuid4().hex,
+                  "span_id": uuid.uuid4().hex[:16], "sdk_version": "demo", **fields}  # fmt: skip
+        self.events.append(
+            make_event(kind, flow_id=self.flow_id, tenant=self.tenant, flow_name=self.name, timestamp=self.t, **fields)
+        )
 
     def step(
         self,
@@ -110,7 +110,7 @@ def checkout(tenant: str, start_us: int, rnd: random.Random, *, fail: bool, retr
         return flow
     flow.emit("step_ended", step_id=inventory, step_name="reserve_stock", service="inventory", status="success")
     flow.step("send_receipt", rnd.uniform(20, 80), service="mailer")
-    flow.emit("flow_event", step_name="receipt_sent", attributes={"channel": "email"})
+    flow.emit("flow_event", event_name="receipt_sent", attributes={"channel": "email"})
     return flow.end()
 
 
@@ -134,7 +134,7 @@ def data_import(tenant: str, start_us: int, rnd: random.Random, *, fail: bool, s
     return flow.end()
 
 
-def demo_events(now_us: int, seed: int = 7) -> tuple[list[dict[str, Any]], dict[str, DemoFlow]]:
+def demo_events(now_us: int, seed: int = 7) -> tuple[list[Event], dict[str, DemoFlow]]:
     """About six hours of flows for three tenants, and a few flows worth showing."""
     rnd = random.Random(seed)
     flows: list[DemoFlow] = []

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 from dashfrog._broker import free_port
 from dashfrog._export import CSV_COLUMNS
 from dashfrog._settings import Settings
+from dashfrog.schemas import Event, Kind, make_event
 from dashfrog.web import create_app
 
 N_FLOWS = 2300  # more than two export pages of 1000
@@ -37,18 +37,17 @@ NOW_US = int(time.time() * 1_000_000)
 DURATIONS_MS = (3, 30, 300, 3000)  # every 4th flow takes the same time
 
 
-def _event(flow: dict[str, Any], kind: str, ts: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4().hex, "kind": kind, "flow_id": flow["flow_id"], "tenant": flow["tenant"],
-        "flow_name": flow["name"], "step_id": None, "parent_step_id": None, "step_name": None, "status": None,
-        "error": None, "labels": {}, "attributes": {}, "timestamp": ts, "service": "svc", "host": "h",
-        "trace_id": "ab" * 16, "span_id": "cd" * 8, "sdk_version": "test", **fields,
-    }  # fmt: skip
+def _event(flow: dict[str, Any], kind: Kind, ts: int, **fields: Any) -> Event:
+    fields = {"service": "svc", "host": "h", "trace_id": "ab" * 16, "span_id": "cd" * 8, "sdk_version": "test",
+              **fields}  # fmt: skip
+    return make_event(kind, flow_id=flow["flow_id"], tenant=flow["tenant"], flow_name=flow["name"], timestamp=ts,
+                      **fields)  # fmt: skip
 
 
-def seed() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def seed() -> tuple[list[dict[str, Any]], list[Event]]:
     """N_FLOWS flows started one second apart over the last ~40 minutes."""
-    flows, events = [], []
+    flows: list[dict[str, Any]] = []
+    events: list[Event] = []
     for i in range(N_FLOWS):
         start = NOW_US - (N_FLOWS - i) * 1_000_000 - 120_000_000
         status = "running" if i % 10 == 9 else "failed" if i % 7 == 0 else "success"
