@@ -24,7 +24,7 @@ from dashfrog.schemas._event import (
     Kind,
     make_event,
 )
-from dashfrog.schemas._writer import encode_event
+from dashfrog.schemas._writer import decode_long, encode_event, encode_long
 
 __all__ = [
     "EVENT_DEFAULTS",
@@ -40,8 +40,10 @@ __all__ = [
     "STATUSES",
     "current_schema",
     "decode",
+    "decode_long",
     "encode",
     "encode_event",
+    "encode_long",
     "frame",
     "headers",
     "make_event",

@@ -44,6 +44,7 @@ _high: dict[int, bytes] = {}
 
 
 def encode_long(n: int) -> bytes:
+    """Avro ``long``: zig-zag, then base-128 varint."""
     z = (n << 1) ^ (n >> 63)
     if z < 16384:
         return _SMALL[z]
@@ -54,6 +55,19 @@ def encode_long(n: int) -> bytes:
             _high.clear()
         tail = _high[high] = _varint(high)
     return _LOW[z & 0x3FFF] + tail
+
+
+def decode_long(data: bytes, pos: int = 0) -> tuple[int, int]:
+    """The Avro ``long`` at ``data[pos:]`` and the position after it; raises
+    ValueError when the bytes end first or run past the 10 a long can take."""
+    shift = z = 0
+    for index in range(pos, min(pos + 10, len(data))):
+        byte = data[index]
+        z |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (z >> 1) ^ -(z & 1), index + 1
+        shift += 7
+    raise ValueError(f"no complete Avro long at byte {pos}")
 
 
 def _text(value: str) -> bytes:

@@ -78,15 +78,7 @@ class UnsupportedSchema(MalformedEventsError):
 # -- the container file ---------------------------------------------------------
 
 
-def _long(n: int) -> bytes:
-    """Avro ``long``: zig-zag, then base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+_long = schemas.encode_long
 
 
 def container_parts(schema_json: str, bodies: Iterable[bytes]) -> list[bytes]:
@@ -378,5 +370,7 @@ def insert_sql(path: str, m: Mapping, *, filtered: bool, skip: Sequence[int] = (
     )
 
 
-def _quote(value: str) -> str:
+def sql_quote(value: str) -> str:
+    """``value`` as a ClickHouse string literal, for the few places (a file path,
+    a SETTINGS value) where a query parameter cannot go."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -157,14 +157,13 @@ def inspect_message(
 
 
 def _first_block_count(value: bytes) -> int:
-    """The count of the events array's first block (zig-zag varint after the prefix)."""
-    shift = n = 0
-    for byte in value[_AVRO_PREFIX : _AVRO_PREFIX + 10]:
-        n |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return abs((n >> 1) ^ -(n & 1))
-        shift += 7
-    return 0
+    """The count of the events array's first block (an Avro long after the prefix;
+    negative when a block size follows it)."""
+    try:
+        count, _ = schemas.decode_long(value, _AVRO_PREFIX)
+    except ValueError:
+        return 0
+    return abs(count)
 
 
 def body(item: Decoded) -> bytes:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashfrog import schemas
-from dashfrog.schemas._writer import batch_body, encode_long
+from dashfrog.schemas._writer import batch_body, decode_long, encode_long
 
 text = st.text(max_size=40)
 optional_text = st.none() | text
@@ -80,6 +80,19 @@ def test_edge_longs() -> None:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, "long", n)
         assert encode_long(n) == out.getvalue(), n
+
+
+@settings(max_examples=500, deadline=None)
+@given(longs, st.binary(max_size=4))
+def test_longs_read_back_where_they_end(n: int, before: bytes) -> None:
+    data = before + encode_long(n) + b"\x81"
+    assert decode_long(data, len(before)) == (n, len(data) - 1)
+
+
+def test_a_long_cut_short_does_not_read() -> None:
+    for data in (b"", b"\x80", encode_long(2**40)[:-1], b"\xff" * 11):
+        with pytest.raises(ValueError):
+            decode_long(data)
 
 
 def test_values_avro_cannot_carry_raise() -> None:
