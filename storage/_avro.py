@@ -343,7 +343,7 @@ def check_sql(path: str, m: Mapping) -> str:
     """Per file: valid events to write, messages holding invalid events, and
     messages the Python codec could not decode at all (text that is not UTF-8),
     none of whose events are written."""
-    source = f"file({_quote(path)}, 'Avro')"
+    source = f"file({sql_quote(path)}, 'Avro')"
     return (
         "SELECT toUInt64(sum(if(msg_broken, 0, msg_events - msg_bad))) AS written,"  # noqa: S608 - generated
         " groupArrayIf(msg, msg_bad > 0 OR msg_broken) AS invalid,"
@@ -358,7 +358,7 @@ def check_sql(path: str, m: Mapping) -> str:
 def insert_sql(path: str, m: Mapping, *, filtered: bool, skip: Sequence[int] = ()) -> str:
     """Insert the file's events; ``filtered``: only valid ones; ``skip``: not
     those of these messages (numbered as ``check_sql`` numbers them)."""
-    source = f"file({_quote(path)}, 'Avro')"
+    source = f"file({sql_quote(path)}, 'Avro')"
     conditions = [m.valid] if filtered else []
     if skip:
         source = f"(SELECT rowNumberInAllBlocks() AS msg, events FROM {source})"  # noqa: S608 - generated
