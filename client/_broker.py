@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, Any
 
 from dashfrog._exceptions import ConfigurationError
 
@@ -42,42 +43,54 @@ class LocalBroker:
 
     process: subprocess.Popen[bytes]
     bootstrap: str
+    # The log file the process writes to, closed here once it has stopped.
+    log: IO[bytes] | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            if self.log is not None:
+                self.log.close()
 
 
 def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | None = None) -> LocalBroker:
     """Start tansu on 127.0.0.1:``port`` and wait until it answers Kafka metadata."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [
-            _tansu_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=out,
-        stderr=out,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-        start_new_session=True,
-    )
-    broker = LocalBroker(process, f"127.0.0.1:{port}")
+    out = open(log, "ab") if log else None  # LocalBroker.stop closes it
+    try:
+        process = subprocess.Popen(
+            [
+                _tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out or subprocess.DEVNULL,
+            stderr=out or subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True,
+        )
+    except BaseException:
+        if out is not None:
+            out.close()
+        raise
+    broker = LocalBroker(process, f"127.0.0.1:{port}", out)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
+            broker.stop()
             raise ConfigurationError(f"local broker exited with code {process.returncode} on port {port}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             break
@@ -111,10 +124,30 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], **options: objec
             if name not in existing
         ]
         if wanted:
-            with contextlib.suppress(Exception):
-                await admin.create_topics(wanted)
+            _check_created(await admin.create_topics(wanted))
     finally:
         await admin.close()
+
+
+# Another worker creating the same topic at the same moment is no error.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def _check_created(response: Any) -> None:
+    """Raise ConfigurationError for the first topic the broker refused to create
+    (authorization, policy, bad partition count...), naming it and the reason."""
+    from aiokafka.errors import for_code
+
+    for topic_error in response.topic_errors:
+        name, code = topic_error[0], topic_error[1]
+        if code in (0, _TOPIC_ALREADY_EXISTS):
+            continue
+        message = topic_error[2] if len(topic_error) > 2 and topic_error[2] else ""
+        reason = for_code(code).__name__ + (f": {message}" if message else "")
+        raise ConfigurationError(
+            f"Kafka refused to create topic {name!r} ({reason}); create it with the "
+            "partitions DASHFROG_TOPIC_PARTITIONS says, or let this principal create topics"
+        )
 
 
 def ensure_topics_sync(bootstrap: str, topics: dict[str, int], **options: object) -> None:

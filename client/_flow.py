@@ -53,6 +53,26 @@ except metadata.PackageNotFoundError:  # running from a source tree
 # Flows started with end_on_exit=False in this process, so flow.end(flow_id) can find them.
 _open_flows: dict[str, FlowContext] = {}
 _MAX_OPEN_FLOWS = 10_000
+_EVICTION_LOG_EVERY_S = 60.0
+_evictions = {"since_log": 0, "logged_at": -_EVICTION_LOG_EVERY_S}
+
+
+def _evict_oldest_open_flow() -> None:
+    """Forget the oldest flow left open with end_on_exit=False, and say so: a
+    later flow.end(flow_id=...) for it raises NoActiveFlowError. Logged at most
+    once a minute, with how many were forgotten since the last line."""
+    flow = _open_flows.pop(next(iter(_open_flows)))
+    _evictions["since_log"] += 1
+    now = time.monotonic()
+    if now - _evictions["logged_at"] >= _EVICTION_LOG_EVERY_S:
+        log.warning(
+            "dashfrog: %d flow(s) started with end_on_exit=False were never ended; forgot the "
+            "oldest (latest: %s %r of tenant %r) to keep %d open. flow.end() for them now raises "
+            "NoActiveFlowError; end such flows when their work is done",
+            _evictions["since_log"], flow.flow_id, flow.name, flow.tenant, _MAX_OPEN_FLOWS,
+        )
+        _evictions["since_log"] = 0
+        _evictions["logged_at"] = now
 
 
 def _now_micros() -> int:
@@ -254,7 +274,7 @@ class FlowScope(_Scope):
         self.flow = flow
         if not self.end_on_exit:
             if len(_open_flows) >= _MAX_OPEN_FLOWS:
-                _open_flows.pop(next(iter(_open_flows)))
+                _evict_oldest_open_flow()
             _open_flows[flow.flow_id] = flow
         _emit(s, "flow_started", flow, labels=self.labels)
         self._attach(_context.with_flow(flow))
