@@ -6,7 +6,10 @@ Commands live beside what they drive and are imported only when run, so
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import click
@@ -43,6 +46,49 @@ class _LazyGroup(click.Group):
                 "install the matching extra, e.g. pip install 'dashfrog[all]'"
             ) from exc
         return command  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the commands' docstrings read in their source files:
+        # importing the commands would need the extras (fastapi, faust, chdb)
+        # and take seconds, for a listing.
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            target = _LAZY_COMMANDS.get(name)
+            doc = _docstring(target) if target else None
+            if doc is not None:
+                rows.append((name, click.utils.make_default_short_help(doc, limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _docstring(target: str) -> str | None:
+    """The docstring of the function behind ``module:attribute``, read from the
+    module's source without importing it; None when it cannot be found there."""
+    module, _, attr = target.partition(":")
+    parent, _, leaf = module.rpartition(".")
+    try:
+        spec = importlib.util.find_spec(parent)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            source = Path(folder) / f"{leaf}.py"
+            if source.is_file():
+                tree = ast.parse(source.read_text(encoding="utf-8"))
+                break
+        else:
+            return None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == attr:
+            return ast.get_docstring(node)
+    return None
 
 
 @click.group(cls=_LazyGroup)
