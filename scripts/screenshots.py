@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in ("retried", "failed"):
                     flow = picks[name]
                     page.goto(f"{url}/#/flow/{flow.flow_id}?tenant={flow.tenant}")
-                    page.wait_for_selector('.timeline .tl-row[data-step="charge_card"]')
+                    page.wait_for_selector(f'#detail-view[data-flow-id="{flow.flow_id}"] .timeline')
                     page.locator("#detail-view").screenshot(path=str(out / f"timeline-{name}.png"))
                 browser.close()
         finally:
