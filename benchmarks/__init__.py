@@ -26,5 +26,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("freshness", "benchmarks.freshness", "freshness", "p99 ≤ 1 s"),
         Benchmark("query", "benchmarks.query_latency", "query latency", "p50 ≤ 100 ms"),
         Benchmark("degraded", "benchmarks.degraded", "degraded mode", "≤ 2x / within bound"),
+        Benchmark("cli", "benchmarks.cli_help", "dashfrog --help", "≤ 500 ms"),
     )
 }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from dashfrog._settings import Settings
 
@@ -63,3 +66,53 @@ def test_kafka_security_settings_pass_through_to_aiokafka() -> None:
     }
     # Secrets stay out of reprs, and so out of logs.
     assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
+
+
+# -- the wheel, installed without extras into a fresh virtualenv ------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+# What setuptools says when pyproject.toml's packaging config is off.
+_PACKAGING_WARNINGS = ("BuildBackendWarning", "SetuptoolsDeprecationWarning", "SetuptoolsWarning")
+
+
+@pytest.fixture(scope="module")
+def sdk_only(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh virtualenv with the wheel built from this tree and its base
+    dependencies only (no extras); yields its bin folder and the build output."""
+    work = tmp_path_factory.mktemp("sdk-only")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(work / "dist"), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (work / "dist").glob("dashfrog-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True, timeout=600
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return venv / "bin", build.stdout + build.stderr + install.stdout + install.stderr
+
+
+def test_building_and_installing_prints_no_packaging_warning(sdk_only: tuple[Path, str]) -> None:
+    _, output = sdk_only
+    assert not [w for w in _PACKAGING_WARNINGS if w in output], output
+
+
+def test_help_works_with_the_sdk_alone(sdk_only: tuple[Path, str]) -> None:
+    bin_dir, _ = sdk_only
+    extras = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import importlib.util as u; print([m for m in "
+         "('fastapi', 'faust', 'chdb', 'clickhouse_connect', 'pyarrow') if u.find_spec(m)])"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert extras.stdout.strip() == "[]", "the fresh virtualenv must hold no extra"
+    result = subprocess.run([str(bin_dir / "dashfrog"), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("api", "events", "flows", "settings", "up", "worker"):
+        assert f"\n  {command} " in result.stdout, command
+    # Commands that need an extra say which, in one line, when run.
+    api = subprocess.run([str(bin_dir / "dashfrog"), "api", "--help"], capture_output=True, text=True, timeout=60)
+    assert api.returncode == 1
+    assert api.stderr.strip().count("\n") == 0 and "pip install 'dashfrog[" in api.stderr, api.stderr
