@@ -100,8 +100,9 @@ def main() -> None:
 @click.command("settings")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
 def settings_command(markdown: bool) -> None:
-    """List every DASHFROG_* setting with its default and meaning."""
-    from dashfrog._settings import settings_table
+    """Every DASHFROG_* setting: the value in effect here, where it came from
+    (env, .env or default), and its meaning."""
+    from dashfrog._settings import effective_settings, settings_table
 
     rows = settings_table()
     if markdown:
@@ -109,6 +110,6 @@ def settings_command(markdown: bool) -> None:
         click.echo("|---|---|---|")
         for env, default, doc in rows:
             click.echo(f"| `{env}` | `{default}` | {doc} |" if default else f"| `{env}` | | {doc} |")
-    else:
-        for env, default, doc in rows:
-            click.echo(f"{env}={default}\n    {doc}")
+        return
+    for (env, value, source), (_, _, doc) in zip(effective_settings(), rows, strict=True):
+        click.echo(f"{env}={value}  (from {source})\n    {doc}")

@@ -216,6 +216,30 @@ def set_settings(settings: Settings | None) -> None:
     _override = settings
 
 
+def effective_settings(env_file: str = ".env") -> list[tuple[str, str, str]]:
+    """(environment variable, value in effect, where it came from) for every
+    setting, as this process reads them: ``env``, ``.env`` or ``default``.
+    Secrets show as ``********`` when set."""
+    from dotenv import dotenv_values
+
+    environ = {k.upper() for k in os.environ}
+    in_file = {k.upper() for k, v in dotenv_values(env_file).items() if v is not None}
+    current = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    rows = []
+    for name in Settings.model_fields:
+        env = f"DASHFROG_{name.upper()}"
+        source = "env" if env in environ else ".env" if env in in_file else "default"
+        value = getattr(current, name)
+        if isinstance(value, SecretStr):
+            shown = "********"
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append((env, shown, source))
+    return rows
+
+
 def settings_table() -> list[tuple[str, str, str]]:
     """(environment variable, default, description) for every setting."""
     rows = []
