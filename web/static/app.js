@@ -410,13 +410,11 @@
   let statsTimer = null;
   function refreshStatsSoon() {
     if (statsTimer) return;
-    // Soon enough that a page is current within 2 s of a change, coalescing bursts.
-    statsTimer = setTimeout(() => {
+    // Soon enough that a page is current within 2 s of a change, coalescing
+    // bursts; never a second round while one is still being answered.
+    statsTimer = setTimeout(async () => {
+      if (route().view === "list") await Promise.all([loadStats(), loadCharts()]);
       statsTimer = null;
-      if (route().view === "list") {
-        loadStats();
-        loadCharts();
-      }
     }, 700);
   }
 
