@@ -159,11 +159,32 @@ class Settings(BaseSettings):
         description="Where `dashfrog.query` and the CLI reach a running API (default: http://api_host:api_port).",
     )
     admin_token: SecretStr | None = Field(
-        None, description="Bearer token with access to every tenant (unset: API open on loopback)."
+        None,
+        description="Bearer token reading every tenant and running SQL. With no token at all (this or "
+        "tenant tokens) the API is open, on loopback only.",
     )
     tenant_tokens: str = Field(
         "",
         description="Comma-separated `tenant:token` pairs; such a token reads only its tenant.",
+    )
+    api_allow_open: bool = Field(
+        False,
+        description="Serve the API without any token on a non-loopback address "
+        "(DASHFROG_API_HOST); without it such a start is refused.",
+    )
+    sql_max_execution_s: float = Field(
+        30.0, ge=0, description="Longest a user SQL query may run, in seconds (0: no limit)."
+    )
+    sql_max_result_rows: int = Field(
+        100_000, ge=0, description="Most rows a user SQL query may return (0: no limit)."
+    )
+    sql_max_result_bytes: int = Field(
+        100_000_000,
+        ge=0,
+        description="Largest result a user SQL query may return, in bytes as the engine counts them (0: no limit).",
+    )
+    sql_max_memory_bytes: int = Field(
+        2_000_000_000, ge=0, description="Most memory one user SQL query may use, in bytes (0: no limit)."
     )
 
     @property

@@ -15,7 +15,7 @@ from dashfrog.storage._avro import (
 )
 from dashfrog.storage._base import SqlStore
 from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
-from dashfrog.storage._sqlcheck import read_only_statement
+from dashfrog.storage._sqlcheck import QueryLimitError, SqlLimits
 from dashfrog.storage._store import Store
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ __all__ = [
     "EncodedGroup",
     "GroupResult",
     "MalformedEventsError",
+    "QueryLimitError",
+    "SqlLimits",
     "SqlStore",
     "Store",
     "UnsupportedSchema",
@@ -68,5 +70,4 @@ __all__ = [
     "flow_timeseries",
     "group_suffix",
     "open_store",
-    "read_only_statement",
 ]

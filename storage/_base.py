@@ -17,7 +17,7 @@ import fastavro
 import pyarrow as pa
 
 from dashfrog import schemas
-from dashfrog._exceptions import SchemaError
+from dashfrog._exceptions import DashfrogError, QueryError, SchemaError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
@@ -33,7 +33,7 @@ from dashfrog.storage._schema import (
     render,
     steps_projection,
 )
-from dashfrog.storage._sqlcheck import read_only_statement
+from dashfrog.storage._sqlcheck import PARSE_PARAM, PARSE_SQL, SqlLimits, admit, parse_error
 
 # Engine error codes meaning the caller's query is wrong (QueryError), not the store broken.
 USER_ERRORS = (
@@ -70,6 +70,7 @@ class SqlStore(abc.ABC):
         self.url = url
         self.retention_days = int(retention_days or settings.retention_days)
         self.stalled_after_s = float(stalled_after_s or settings.stalled_after_s)
+        self.sql_limits = SqlLimits.from_settings(settings)
 
     # -- engine primitives ------------------------------------------------------
 
@@ -190,9 +191,32 @@ class SqlStore(abc.ABC):
         return results
 
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) with bound
-        ``{name:Type}`` parameters. Anything else raises QueryError."""
-        return self._query(read_only_statement(sql), params)
+        """Run one user read statement (SELECT, WITH, DESCRIBE TABLE, SHOW TABLES,
+        EXISTS TABLE) with bound ``{name:Type}`` parameters, in the sandbox of
+        :mod:`dashfrog.storage._sqlcheck`: the engine parses it, only
+        allowlisted functions and tables pass, and it runs read-only under
+        ``sql_limits``. Raises QueryError (QueryLimitError for a limit)."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise QueryError("empty SQL: give one SELECT, WITH, DESCRIBE, SHOW TABLES or EXISTS statement")
+        try:
+            (parsed,) = self._query(PARSE_SQL, {PARSE_PARAM: sql})
+        except QueryError as exc:
+            raise parse_error(str(exc)) from None
+        statement = str(parsed["statement"])
+        ast = [str(row["explain"]) for row in self._query("EXPLAIN AST " + statement, params)]
+        checked = admit(statement, ast, str(parsed["database"]), list(parsed["databases"]), self.sql_limits)
+        try:
+            return self._user_query(checked, params)
+        except DashfrogError as exc:
+            limit = self.sql_limits.error(str(exc))
+            if limit is not None:
+                raise limit from None
+            raise
+
+    def _user_query(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        """Run an admitted user statement; adapters give it its own connection so a
+        long query holds up neither the writes nor the API's other reads."""
+        return self._query(sql, params)
 
     def rebuild(self) -> None:
         """Re-project flows, steps and flow_runs from the raw events.

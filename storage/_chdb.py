@@ -1,15 +1,21 @@
 """The embedded store: the ClickHouse engine in-process through chDB.
 
 chDB holds one database path per process, so a ChdbStore is owned by one
-process (``dashfrog up`` runs the processor and the API in it). The processor
-calls from an executor thread while the API reads from the event loop: one
-lock serialises every call into the engine.
+process (``dashfrog up`` runs the processor and the API in it). Several
+``chdb.connect(path)`` connections to that path run queries concurrently, so
+the store keeps one writer connection (DDL, inserts, rebuilds) and a small
+pool of reader connections: reads never wait behind a write nor writes behind
+a read, and user SQL may hold at most all readers but one, so a long user
+query leaves the API's own reads a connection. Each connection serves one
+call at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +42,10 @@ from dashfrog.storage._base import USER_ERRORS, SqlStore
 from dashfrog.storage._schema import EVENT_COLUMNS
 
 SCHEME = "chdb://"
+
+# Reader connections per store: the API's reads, the live stream's poll and
+# user SQL share them; user SQL may take all but one.
+READERS = 3
 
 _INSERT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 - fixed column list
@@ -102,44 +112,102 @@ class ChdbStore(SqlStore):
         self.path = chdb_path(url)
         if self.path != ":memory:":
             os.makedirs(self.path, exist_ok=True)
-        self._lock = threading.RLock()
         sweep_spool()
         try:
-            self._conn: Any = chdb.connect(self.path)
+            self._writer: Any = chdb.connect(self.path)
+            readers = [chdb.connect(self.path) for _ in range(READERS)]
         except Exception as exc:
             raise StorageError(
                 f"cannot open chDB at {self.path!r}: {exc}. A chDB database is owned by one "
                 "process; read it through that process's API (dashfrog.query does)"
             ) from exc
+        self._write_lock = threading.Lock()
+        self._readers: queue.LifoQueue[Any] = queue.LifoQueue()
+        for conn in readers:
+            self._readers.put(conn)
+        self._user_slots = threading.BoundedSemaphore(max(1, READERS - 1))
+        self._closed = False
+
+    def _take_reader(self) -> Any:
+        while True:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                # A bounded wait, so a store closed meanwhile is noticed.
+                return self._readers.get(timeout=0.5)
+            except queue.Empty:
+                continue
 
     def _run(
-        self, sql: str, fmt: str, params: Mapping[str, Any] | None, batch: pa.Table | None = None
+        self,
+        conn: Any,
+        sql: str,
+        fmt: str,
+        params: Mapping[str, Any] | None,
+        batch: pa.Table | None = None,
     ) -> Any:
         # Python(dashfrog_batch) in an insert resolves the name among the
         # variables of the frame that calls query(): this one.
         dashfrog_batch = batch  # noqa: F841
         bound = {k: _escape(v) for k, v in params.items()} if params else None
-        with self._lock:
-            if self._conn is None:
-                raise StorageError("store is closed")
+        if self._closed:
+            raise StorageError("store is closed")
+        try:
+            return conn.query(sql, fmt, params=bound)
+        except Exception as exc:
+            text = str(exc)
+            if any(code in text for code in USER_ERRORS):
+                raise QueryError(text) from exc
+            raise StorageError(text) from exc
+
+    def _write(
+        self, sql: str, fmt: str, params: Mapping[str, Any] | None, batch: pa.Table | None = None
+    ) -> Any:
+        with self._write_lock:
             try:
-                return self._conn.query(sql, fmt, params=bound)
-            except Exception as exc:
-                text = str(exc)
-                if any(code in text for code in USER_ERRORS):
-                    raise QueryError(text) from exc
-                raise StorageError(text) from exc
+                return self._run(self._writer, sql, fmt, params, batch)
+            except (QueryError, StorageError):
+                self._writer = self._renew(self._writer)
+                raise
+
+    def _read(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        conn = self._take_reader()
+        try:
+            return _rows(self._run(conn, sql, "JSONEachRow", params))
+        except (QueryError, StorageError):
+            conn = self._renew(conn)
+            raise
+        finally:
+            self._readers.put(conn)
+
+    def _renew(self, conn: Any) -> Any:
+        # A query that fails after sending a block leaves that block in its
+        # connection's buffer, and chDB hands it out as the start of the next
+        # result on that connection (measured with chDB 4.4: a result-rows
+        # limit hit at 100 000 rows prefixed the next query's rows with 65 409
+        # of them). A connection that failed is therefore replaced.
+        if self._closed:
+            return conn
+        try:
+            fresh = chdb.connect(self.path)
+        except Exception:
+            return conn  # keep the store usable; the engine said why on the failed query
+        with contextlib.suppress(Exception):
+            conn.close()
+        return fresh
 
     def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._run(sql, "CSV", params)
+        self._write(sql, "CSV", params)
 
     def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        result = self._run(sql, "JSONEachRow", params)
-        data = result.bytes() if result is not None else b""
-        return [json.loads(line) for line in data.splitlines() if line]
+        return self._read(sql, params)
+
+    def _user_query(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        with self._user_slots:
+            return self._read(sql, params)
 
     def _insert(self, table: pa.Table, token: str) -> None:
-        self._run(_INSERT + _insert_settings(token), "CSV", None, batch=table)
+        self._write(_INSERT + _insert_settings(token), "CSV", None, batch=table)
 
     def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
         """Write undecoded messages' events with ClickHouse's own Avro reader.
@@ -154,7 +222,7 @@ class ChdbStore(SqlStore):
             if not bodies:
                 results.append(GroupResult(0))
                 continue
-            if self._conn is None:
+            if self._closed:
                 raise StorageError("store is closed")
             try:
                 sql_map = mapping(schema_json)
@@ -166,9 +234,9 @@ class ChdbStore(SqlStore):
                 raise StorageError(f"cannot write the Avro spool file: {exc}") from exc
             try:
                 try:
-                    (found,) = self._query(check_sql(path, sql_map))
+                    (found,) = _rows(self._write(check_sql(path, sql_map), "JSONEachRow", None))
                 except (StorageError, QueryError) as exc:
-                    if self._conn is None:
+                    if self._closed:
                         raise
                     raise MalformedEventsError(
                         f"ClickHouse cannot read the messages: {exc}", index, results
@@ -179,16 +247,24 @@ class ChdbStore(SqlStore):
                     broken = [int(m) for m in found["broken"]]
                     sql = insert_sql(path, sql_map, filtered=bool(invalid), skip=broken)
                     token_g = f"{token}-{group_suffix(schema_json)}"
-                    self._run(sql + _insert_settings(token_g) + f", {NO_SCHEMA_CACHE}", "CSV", None)
+                    self._write(sql + _insert_settings(token_g) + f", {NO_SCHEMA_CACHE}", "CSV", None)
             finally:
                 os.unlink(path)
             results.append(GroupResult(written, invalid))
         return results
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                finally:
-                    self._conn = None
+        if self._closed:
+            return
+        self._closed = True
+        # Wait for the calls in flight: the writer's lock, then every reader back.
+        with self._write_lock:
+            self._writer.close()
+        taken = [self._readers.get() for _ in range(READERS)]
+        for conn in taken:
+            conn.close()
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    data = result.bytes() if result is not None else b""
+    return [json.loads(line) for line in data.splitlines() if line]

@@ -85,6 +85,8 @@ class ClickhouseStore(SqlStore):
             ) from exc
         # clickhouse-connect clients are not safe for concurrent queries.
         self._lock = threading.RLock()
+        self._user_lock = threading.Lock()
+        self._user_client: Any = None
 
     def _safe_url(self) -> str:
         parts = urlsplit(self.url)
@@ -110,6 +112,26 @@ class ClickhouseStore(SqlStore):
         result = self._call(self._client.query, sql, parameters=dict(params) if params else None)
         return list(result.named_results())
 
+    def _user_query(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        # User SQL has a client of its own, so a long query never holds the
+        # lock that the writes and the API's own reads take.
+        with self._user_lock:
+            if self._client is None:
+                raise StorageError("store is closed")
+            if self._user_client is None:
+                try:
+                    self._user_client = clickhouse_connect.get_client(**client_options(self.url))
+                except Exception as exc:
+                    raise StorageError(f"cannot connect to ClickHouse at {self._safe_url()}: {exc}") from exc
+            try:
+                result = self._user_client.query(sql, parameters=dict(params) if params else None)
+            except Exception as exc:
+                text = str(exc)
+                if any(code in text for code in USER_ERRORS):
+                    raise QueryError(text) from exc
+                raise StorageError(text) from exc
+            return list(result.named_results())
+
     def _insert(self, table: pa.Table, token: str) -> None:
         self._call(
             self._client.insert_arrow,
@@ -119,6 +141,10 @@ class ClickhouseStore(SqlStore):
         )
 
     def close(self) -> None:
+        with self._user_lock:
+            if self._user_client is not None:
+                self._user_client.close()
+                self._user_client = None
         with self._lock:
             if self._client is not None:
                 try:

@@ -25,7 +25,7 @@ from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._models import parse_label_pairs as label_pairs
 from dashfrog._settings import Settings, get_settings
-from dashfrog.storage import Store
+from dashfrog.storage import QueryLimitError, Store
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
@@ -82,7 +82,11 @@ def create_app(
 
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
-        return _error(400, str(exc))
+        response = _error(400, str(exc))
+        if isinstance(exc, QueryLimitError):
+            # Which limit, by the setting that raises it.
+            response = JSONResponse({"detail": str(exc), "limit": exc.setting}, status_code=400)
+        return response
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -244,7 +248,9 @@ def create_app(
         body: Annotated[dict[str, Any], Body(examples=[{"sql": "SELECT count() FROM events"}])],
         authorization: AuthHeader = None,
     ) -> Any:
-        """One read-only statement (SELECT, WITH, SHOW, DESCRIBE); admin only."""
+        """One read statement (SELECT, WITH, DESCRIBE TABLE, SHOW TABLES, EXISTS TABLE),
+        sandboxed: allowlisted functions and tables only, read-only, under the
+        DASHFROG_SQL_MAX_* limits (a limit hit is a 400 naming it). Admin only."""
         who = principal(authorization)
         if not who.is_admin:
             raise Forbidden("SQL reads every tenant's data: it needs the admin token")

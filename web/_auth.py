@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from dataclasses import dataclass
 
+from dashfrog._exceptions import ConfigurationError
 from dashfrog._settings import Settings
 
 
@@ -42,11 +44,11 @@ def parse_tenant_tokens(spec: str) -> list[tuple[str, str]]:
 
 
 class Authenticator:
-    """Maps a bearer token to a :class:`Principal`.
+    """Maps a bearer token to a :class:`Principal`; fails closed.
 
-    With no admin token configured the API is open (the loopback default):
-    callers without a token act as admin, and a tenant token still narrows
-    what its bearer sees.
+    With any token configured (admin or tenant), every call needs a valid one.
+    With none, the API is open: callers act as admin, which is only allowed
+    on a loopback address or by explicit opt-in (see :func:`check_bind`).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -55,23 +57,60 @@ class Authenticator:
 
     @property
     def open(self) -> bool:
-        return not self.admin
+        return not self.admin and not self.tenants
 
     def principal(self, authorization: str | None) -> Principal:
+        if self.open:
+            return Principal(None)
         token = _bearer(authorization)
         if token:
             # Compare against every credential in constant time; never short-cut.
-            if self.admin and hmac.compare_digest(token.encode(), self.admin.encode()):
-                return Principal(None)
+            admin = bool(self.admin) and hmac.compare_digest(token.encode(), (self.admin or "").encode())
             matched: str | None = None
             for tenant, expected in self.tenants:
                 if hmac.compare_digest(token.encode(), expected.encode()):
                     matched = tenant
+            if admin:
+                return Principal(None)
             if matched is not None:
                 return Principal(matched)
-        if self.open:
-            return Principal(None)
         raise Unauthorized("missing or unknown bearer token (Authorization: Bearer <token>)")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name to bind) is reachable from this machine only."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def auth_mode(settings: Settings) -> str:
+    """One line saying who may call the API under ``settings``."""
+    auth = Authenticator(settings)
+    if not auth.open:
+        admin = "admin" if auth.admin else "no admin (SQL disabled)"
+        n = len(auth.tenants)
+        return f"tokens: {admin} + {n} tenant{'' if n == 1 else 's'}; every /api call needs one"
+    if is_loopback(settings.api_host):
+        return "open-loopback: no token configured, anyone on this machine reads every tenant"
+    return (
+        "open by explicit opt-in (DASHFROG_API_ALLOW_OPEN=true): no token configured, "
+        f"anyone who reaches {settings.api_host}:{settings.api_port} reads every tenant"
+    )
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve an open API beyond loopback unless explicitly allowed."""
+    if Authenticator(settings).open and not is_loopback(settings.api_host) and not settings.api_allow_open:
+        raise ConfigurationError(
+            f"refusing to serve the API on {settings.api_host} without tokens: set "
+            "DASHFROG_ADMIN_TOKEN (and DASHFROG_TENANT_TOKENS), bind DASHFROG_API_HOST=127.0.0.1, "
+            "or set DASHFROG_API_ALLOW_OPEN=true to serve every tenant's data to anyone"
+        )
 
 
 def scope_tenant(principal: Principal, tenant: str | None) -> str | None:

@@ -14,15 +14,20 @@ from typing import Any
 
 import click
 
+from dashfrog._exceptions import ConfigurationError
 from dashfrog._settings import Settings, get_settings
 from dashfrog.runtime import redact, run_with_store, start_broker
 from dashfrog.storage import Store
 from dashfrog.web._app import create_app
+from dashfrog.web._auth import auth_mode, check_bind
 
 
 def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> Any:
-    """A uvicorn server that leaves signal handling to us."""
+    """A uvicorn server that leaves signal handling to us; refuses an open
+    API on a non-loopback address (ConfigurationError)."""
     import uvicorn
+
+    check_bind(settings)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -67,9 +72,10 @@ async def serve_api_until(
 def api_command(loglevel: str) -> None:
     """Serve the HTTP API against DASHFROG_CLICKHOUSE_URL (no processor in this process)."""
     settings = get_settings()
+    _check_bind(settings)
 
     async def main(stop: asyncio.Event, store: Store) -> int:
-        click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)})")
+        click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({auth_mode(settings)})")
         await serve_api_until(stop, store, settings, log_level=loglevel)
         return 0
 
@@ -85,6 +91,7 @@ def up_command(status_every: float, loglevel: str) -> None:
     from dashfrog.streams import run_processor
 
     settings = get_settings()
+    _check_bind(settings)
     broker = None
     if not settings.kafka_bootstrap:
         _host, _, port = settings.bootstrap.rpartition(":")
@@ -104,13 +111,13 @@ def up_command(status_every: float, loglevel: str) -> None:
 
         query.use_store(store)
         api = asyncio.create_task(
-            # The store serialises its own calls: the API's reads and the
-            # processor's writes share the one chDB session safely.
+            # The store gives reads and writes their own connections: the
+            # API's reads never wait behind the processor's writes, nor these behind them.
             serve_api_until(stop, store, settings, log_level=loglevel)
         )
         click.echo(
             f"dashfrog up: {settings.topic} on {settings.bootstrap} → {redact(settings.clickhouse_url)}; "
-            f"API on http://{settings.api_host}:{settings.api_port} ({_auth_mode(settings)}). Ctrl-C stops."
+            f"API on http://{settings.api_host}:{settings.api_port} ({auth_mode(settings)}). Ctrl-C stops."
         )
         try:
             code = await run_processor(settings, store, stop, status_every=status_every or None)
@@ -132,7 +139,9 @@ def up_command(status_every: float, loglevel: str) -> None:
     sys.exit(code)
 
 
-def _auth_mode(settings: Settings) -> str:
-    if settings.admin_token:
-        return "admin and tenant tokens required"
-    return "open: no DASHFROG_ADMIN_TOKEN set"
+def _check_bind(settings: Settings) -> None:
+    # Before anything starts: one clear line, no broker or store left behind.
+    try:
+        check_bind(settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -8,65 +8,26 @@ import pyarrow as pa
 import pytest
 
 from dashfrog._exceptions import ConfigurationError, QueryError, StorageError
-from dashfrog.storage import open_store, read_only_statement
+from dashfrog.storage import SqlLimits, open_store
 from dashfrog.storage._arrow import ARROW_SCHEMA, events_to_arrow
 from dashfrog.storage._clickhouse import client_options
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT 1",
-        "select 1;",
-        "  WITH x AS (SELECT 1) SELECT * FROM x ;; ",
-        "SELECT ';' AS s",
-        "SELECT 1 -- trailing; comment",
-        "SELECT /* ; */ 1",
-        "SELECT `a;b` FROM t",
-        "SELECT 'it''s; fine'",
-        "SELECT 'a\\';b'",
-        "SELECT format('{}', 1) AS f",
-        "SELECT 1 AS format",
-        "SHOW TABLES",
-        "DESCRIBE TABLE flows",
-        "desc default.events",
-        "EXISTS TABLE flows",
-    ],
-)
-def test_read_statements_are_admitted(sql: str) -> None:
-    assert "readonly = 1" in read_only_statement(sql)
-
-
-@pytest.mark.parametrize(
-    "sql, reason",
-    [
-        ("INSERT INTO t VALUES (1)", "only read queries"),
-        ("SELECT 1; DROP TABLE t", "one statement"),
-        ("SELECT 1 /* x */; SELECT 2", "one statement"),
-        ("SELECT 1 INTO OUTFILE 'x'", "OUTFILE"),
-        ("SELECT 1 FORMAT CSV", "FORMAT"),
-        ("SELECT 1 SETTINGS readonly=0", "readonly"),
-        ("DESCRIBE (SELECT * FROM file('x'))", "table name"),
-        ("SHOW TABLES SETTINGS max_threads=1", "SETTINGS"),
-        ("SELECT 'open", "unterminated"),
-        ("SELECT /* open", "unterminated"),
-        ("   ", "empty"),
-        ("-- only a comment", "got 'nothing'"),
-    ],
-)
-def test_other_statements_are_refused(sql: str, reason: str) -> None:
-    with pytest.raises(QueryError, match=reason):
-        read_only_statement(sql)
-
-
-def test_trailing_string_literal_is_kept() -> None:
-    sql = "SELECT name FROM system.settings WHERE name = 'readonly'"
-    assert read_only_statement(sql) == f"SELECT * FROM (\n{sql}\n) SETTINGS readonly = 1"
-
-
-def test_keywords_inside_strings_do_not_count() -> None:
-    wrapped = read_only_statement("SELECT 'INTO OUTFILE ; FORMAT readonly' AS s")
-    assert wrapped.startswith("SELECT * FROM (")
+def test_sql_limits_map_engine_errors_to_their_setting() -> None:
+    limits = SqlLimits(max_execution_s=2, max_result_rows=5, max_result_bytes=10, max_memory_bytes=20)
+    clause = limits.settings_clause()
+    assert clause.endswith("readonly = 1") and "max_result_rows = 5" in clause
+    cases = {
+        "Code: 159. DB::Exception: Timeout exceeded (TIMEOUT_EXCEEDED)": "DASHFROG_SQL_MAX_EXECUTION_S",
+        "Code: 396. Limit for result exceeded, max rows: 5 (TOO_MANY_ROWS_OR_BYTES)": "DASHFROG_SQL_MAX_RESULT_ROWS",
+        "Code: 396. Limit for result exceeded, max bytes: 10 (TOO_MANY_ROWS_OR_BYTES)": "DASHFROG_SQL_MAX_RESULT_BYTES",
+        "Code: 241. Query memory limit exceeded (MEMORY_LIMIT_EXCEEDED)": "DASHFROG_SQL_MAX_MEMORY_BYTES",
+    }
+    for text, setting in cases.items():
+        error = limits.error(text)
+        assert isinstance(error, QueryError) and error is not None and error.setting == setting
+        assert setting in str(error)
+    assert limits.error("Code: 62. Syntax error (SYNTAX_ERROR)") is None
 
 
 def _event(**over: Any) -> dict[str, Any]:
