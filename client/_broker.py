@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -24,6 +23,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _taken(port: int) -> bool:
+    # The readiness check below would take another broker there for ours.
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _tansu_binary() -> str:
@@ -62,6 +71,8 @@ class LocalBroker:
 
 def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | None = None) -> LocalBroker:
     """Start tansu on 127.0.0.1:``port`` and wait until it answers Kafka metadata."""
+    if port and _taken(port):
+        raise ConfigurationError(f"127.0.0.1:{port} is already in use by another process")
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = open(log, "ab") if log else None  # LocalBroker.stop closes it
@@ -99,15 +110,6 @@ def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | N
             raise ConfigurationError(f"local broker did not listen on port {port} within {timeout}s")
         time.sleep(0.05)
     return broker
-
-
-@contextlib.contextmanager
-def local_broker(port: int | None = None) -> Iterator[LocalBroker]:
-    broker = start_broker(port)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def ensure_topics(bootstrap: str, topics: dict[str, int], **options: object) -> None:

@@ -6,12 +6,17 @@ baggage so that any OpenTelemetry propagator carries them to other services.
 
 A flow that arrived in baggage from elsewhere is untrusted input. The
 ``with_*`` instrumentations decide once, where a request or task enters the
-service, whether it is honoured (:func:`admit`): a valid signature, or a peer
-inside the trust boundary. An honoured flow is then kept under the private key
-like a local one; an ignored one is counted and its entries are removed from
-the baggage, so this service never forwards them to services that trust it.
-Baggage that reached the context some other way (an application's own
-OpenTelemetry setup) is still checked on every read (:func:`remote_flow`).
+service, whether it is honoured (:func:`admit`): a valid, fresh signature, or a
+peer inside the trust boundary. The raw ``baggage`` header is measured before
+anything parses it: OpenTelemetry's propagator silently drops what exceeds its
+own limits, which would let an oversized header through in part. An honoured
+flow is then kept under the private key like a local one; an ignored one is
+counted and its entries are removed from the baggage, so this service never
+forwards them to services that trust it. A request or task that brings no flow
+context of its own keeps the flow of the code that made it in this process (a
+test client, an eagerly run task). Baggage that reached the context some other
+way (an application's own OpenTelemetry setup) is still checked on every read
+(:func:`remote_flow`).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from opentelemetry import baggage, context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
 
 from dashfrog import _trust
 from dashfrog._settings import get_settings
@@ -36,11 +44,15 @@ TENANT = "dashfrog.tenant"
 FLOW_NAME = "dashfrog.flow_name"
 STEP_ID = "dashfrog.step_id"
 SIGNATURE = "dashfrog.sig"
-BAGGAGE_KEYS = (FLOW_ID, TENANT, FLOW_NAME, STEP_ID, SIGNATURE)
+ISSUED_AT = "dashfrog.iat"
+BAGGAGE_KEYS = (FLOW_ID, TENANT, FLOW_NAME, STEP_ID, SIGNATURE, ISSUED_AT)
+BAGGAGE_HEADER = "baggage"
+# OpenTelemetry's W3C propagator drops a longer header whole, without a word.
+W3C_MAX_HEADER_BYTES = 8192
 
 _FLOW_KEY = context.create_key("dashfrog-flow")
-# Set by server-side instrumentation when the request's peer is inside the trust boundary.
-TRUSTED_PEER_KEY = context.create_key("dashfrog-trusted-peer")
+_W3C = W3CBaggagePropagator()
+Carrier = TypeVar("Carrier")
 
 # Ids come from SDKs, not people: a conservative alphabet keeps odd bytes out of events.
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
@@ -110,14 +122,17 @@ def _verify(entries: Mapping[str, object], peer_trusted: bool) -> tuple[FlowCont
     flow_id, tenant, name = (str(entries.get(k) or "") for k in (FLOW_ID, TENANT, FLOW_NAME))
     step_id = str(entries.get(STEP_ID) or "") or None
     signature = str(entries.get(SIGNATURE) or "") or None
+    issued_at = str(entries.get(ISSUED_AT) or "") or None
     if baggage_size(entries) > get_settings().max_baggage_bytes:
         return None, "baggage larger than DASHFROG_MAX_BAGGAGE_BYTES"
     if not (_ID.fullmatch(flow_id) and tenant and name) or len(tenant) > _MAX_TEXT or len(name) > _MAX_TEXT:
         return None, "malformed"
     if step_id is not None and not _ID.fullmatch(step_id):
         return None, "malformed"
-    if not peer_trusted and not _trust.signature_valid(flow_id, tenant, name, signature):
-        return None, "bad signature" if signature else "unsigned, from outside the trusted networks"
+    if not peer_trusted:
+        why = _trust.check_signature(flow_id, tenant, name, step_id, issued_at, signature)
+        if why is not None:
+            return None, "unsigned, from outside the trusted networks" if why == "unsigned" else why
     return FlowContext(flow_id, tenant, name, step_id, local=False), ""
 
 
@@ -138,59 +153,110 @@ def remote_flow(ctx: Context | None = None) -> FlowContext | None:
     entries = baggage.get_all(ctx)
     if not entries.get(FLOW_ID):
         return None
-    flow, reason = _verify(entries, context.get_value(TRUSTED_PEER_KEY, ctx) is True)
+    flow, reason = _verify(entries, peer_trusted=False)
     if flow is None:
         _ignore(reason)
     return flow
 
 
-def admit(ctx: Context, *, peer_trusted: bool) -> Context:
-    """Decide, where a request or task enters this service, whether its flow context counts.
-
-    Returns ``ctx`` with the flow made current (and re-signed with this
-    service's secret for the next hop), or with every DashFrog baggage entry
-    removed. Never raises: an ignored context is counted, not an error.
-    """
-    if context.get_value(_FLOW_KEY, ctx) is not None:
-        return ctx  # this process's own flow: nothing arrived from outside
-    entries = baggage.get_all(ctx)
-    if not any(key in entries for key in BAGGAGE_KEYS):
-        return ctx
+def _arrived(carrier: Carrier, getter: Getter[Carrier], peer_trusted: bool) -> tuple[FlowContext | None, dict[str, str]]:
+    """The flow ``carrier`` brings, if it may be honoured, with the signature
+    entries it came with; counts it as ignored otherwise."""
+    values = getter.get(carrier, BAGGAGE_HEADER) or ()
+    if not any("dashfrog." in value for value in values):
+        return None, {}
+    # Measured as received, before any parser drops what exceeds its limits.
+    size = sum(len(value.encode()) for value in values) + max(len(values) - 1, 0)
+    limit = min(get_settings().max_baggage_bytes, W3C_MAX_HEADER_BYTES)
+    if size > limit:
+        _ignore(f"baggage header of {size} bytes, over {limit} (DASHFROG_MAX_BAGGAGE_BYTES, at most W3C's 8 KB)")
+        return None, {}
+    entries = baggage.get_all(_W3C.extract(carrier, Context(), getter))
     if not entries.get(FLOW_ID):
-        return without_flow(ctx)  # stray entries without a flow: drop, nothing to count
+        return None, {}  # stray entries without a flow: dropped, nothing to count
     flow, reason = _verify(entries, peer_trusted)
     if flow is None:
         _ignore(reason)
-        return without_flow(ctx)
-    admitted = with_flow(flow, without_flow(ctx))
-    incoming = entries.get(SIGNATURE)
-    if incoming and baggage.get_baggage(SIGNATURE, admitted) is None:
+        return None, {}
+    return flow, {k: str(entries[k]) for k in (SIGNATURE, ISSUED_AT) if entries.get(k)}
+
+
+def admit(
+    ctx: Context,
+    carrier: Carrier,
+    getter: Getter[Carrier],
+    *,
+    peer_trusted: bool,
+    caller: Context | None = None,
+) -> Context:
+    """Decide, where a request or task enters this service, which flow it runs in.
+
+    ``carrier`` (read with the OpenTelemetry ``getter`` of its framework) is
+    what arrived; ``ctx`` is the context the framework's instrumentation made
+    of it; ``caller`` is the context the request or task was started from in
+    this process, if it is known (a test client, an eager task): by default,
+    ``ctx``. Flow context that arrived and is admitted (valid, fresh
+    signature, or a trusted peer) becomes current, re-signed with this
+    service's secret for the next hop; without it, the caller's own flow stays
+    current. Returns ``ctx`` itself when nothing changes. Never raises: an
+    ignored context is counted, not an error.
+    """
+    arrived, signed = _arrived(carrier, getter, peer_trusted)
+    source = ctx if caller is None else caller
+    in_process: FlowContext | None = context.get_value(_FLOW_KEY, source)  # type: ignore[assignment]
+    if arrived is not None:
+        if in_process is not None and in_process.flow_id == arrived.flow_id:
+            # The same flow, called from this process: keep what it has seen go wrong.
+            arrived = replace(in_process, step_id=arrived.step_id)
+        return _with_signature(with_flow(arrived, without_flow(ctx)), signed)
+    if in_process is not None:
+        entries = baggage.get_all(source)
+        signed = {k: str(entries[k]) for k in (SIGNATURE, ISSUED_AT) if entries.get(k)}
+        return _with_signature(with_flow(in_process, without_flow(ctx)), signed)
+    if context.get_value(_FLOW_KEY, ctx) is None and not any(k in baggage.get_all(ctx) for k in BAGGAGE_KEYS):
+        return ctx
+    return without_flow(ctx)
+
+
+def _with_signature(ctx: Context, signed: Mapping[str, str]) -> Context:
+    if signed and baggage.get_baggage(SIGNATURE, ctx) is None:
         # We hold no secret to sign with; the caller's signature still vouches for
-        # these ids to a next hop that does.
-        admitted = baggage.set_baggage(SIGNATURE, str(incoming), admitted)
-    return admitted
+        # these ids (flow, tenant, name and step, unchanged) to a next hop that does.
+        for key, value in signed.items():
+            ctx = baggage.set_baggage(key, value, ctx)
+    return ctx
 
 
 # -- writing flow context -----------------------------------------------------------
 
 
 def with_flow(flow: FlowContext, ctx: Context | None = None) -> Context:
-    """A context where ``flow`` is current and its ids ride in baggage."""
+    """A context where ``flow`` is current and its ids ride in baggage, signed
+    (with the time of signing) when this service holds a secret."""
     ctx = context.set_value(_FLOW_KEY, flow, ctx)
-    if baggage.get_baggage(FLOW_ID, ctx) != flow.flow_id:
+    entries = baggage.get_all(ctx)
+    changed = False
+    if (entries.get(FLOW_ID), entries.get(TENANT), entries.get(FLOW_NAME)) != (flow.flow_id, flow.tenant, flow.name):
         ctx = baggage.set_baggage(FLOW_ID, flow.flow_id, ctx)
         ctx = baggage.set_baggage(TENANT, flow.tenant, ctx)
         ctx = baggage.set_baggage(FLOW_NAME, flow.name, ctx)
-        signature = _trust.sign(flow.flow_id, flow.tenant, flow.name)
-        ctx = (
-            baggage.set_baggage(SIGNATURE, signature, ctx)
-            if signature
-            else baggage.remove_baggage(SIGNATURE, ctx)
-        )
-    if flow.step_id is not None:
-        ctx = baggage.set_baggage(STEP_ID, flow.step_id, ctx)
-    else:
-        ctx = baggage.remove_baggage(STEP_ID, ctx)
+        changed = True
+    if entries.get(STEP_ID) != flow.step_id:
+        if flow.step_id is not None:
+            ctx = baggage.set_baggage(STEP_ID, flow.step_id, ctx)
+        else:
+            ctx = baggage.remove_baggage(STEP_ID, ctx)
+        changed = True
+    issued = int(time.time())
+    signature = _trust.sign(flow.flow_id, flow.tenant, flow.name, flow.step_id, issued)
+    if signature is not None:
+        ctx = baggage.set_baggage(SIGNATURE, signature, ctx)
+        ctx = baggage.set_baggage(ISSUED_AT, str(issued), ctx)
+    elif changed:
+        # A signature carried from elsewhere vouches for the ids it came with only.
+        for key in (SIGNATURE, ISSUED_AT):
+            if key in entries:
+                ctx = baggage.remove_baggage(key, ctx)
     return ctx
 
 

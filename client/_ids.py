@@ -18,7 +18,3 @@ def new_step_id() -> str:
 def new_event_id() -> str:
     return os.urandom(16).hex()
 
-
-def flow_id_millis(flow_id: str) -> int:
-    """Creation time of a flow id, in milliseconds since the epoch."""
-    return int(flow_id[:12], 16)

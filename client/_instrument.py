@@ -5,7 +5,9 @@ framework; those packages move W3C ``traceparent`` and ``baggage`` between
 processes, and the flow rides in baggage (see ``_context``). DashFrog adds
 only what OpenTelemetry has no notion of: where a request or task enters a
 service, the flow context that came with it is admitted (signed, or from a
-trusted peer) or dropped and counted (``_context.admit``).
+trusted peer) or dropped and counted (``_context.admit``), and a request made
+from inside this process (a test client) that brings none keeps the flow of
+the code that made it.
 
 No TracerProvider is configured here. Under OpenTelemetry's default no-op
 tracer the instrumentations still run their propagators: baggage is injected
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import context
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
 
 from dashfrog import _context, _trust
 from dashfrog._exceptions import ConfigurationError
@@ -33,6 +36,7 @@ from dashfrog._settings import get_settings
 log = logging.getLogger("dashfrog")
 
 App = TypeVar("App")
+Carrier = TypeVar("Carrier")
 
 _lock = threading.Lock()
 
@@ -77,16 +81,25 @@ def _check_trust_settings() -> None:
     _trust.trusted_networks()
 
 
-def _admit_current(peer_trusted: bool) -> Context | None:
+def _admit_current(
+    carrier: Carrier, getter: Getter[Carrier], peer_trusted: bool, caller: Context | None
+) -> Context | None:
     """The current context as admitted (see ``_context.admit``), or None if that changes nothing.
 
     The caller attaches it: where it can be detached again depends on the framework.
     """
     current = context.get_current()
-    admitted = _context.admit(current, peer_trusted=peer_trusted)
+    admitted = _context.admit(current, carrier, getter, peer_trusted=peer_trusted, caller=caller)
     if admitted is current:
         return None
     return admitted
+
+
+# The context a request was made from, when it is made inside this process
+# (TestClient, Flask's test client): recorded by a wrapper outside the
+# OpenTelemetry middleware, which replaces the context with what it extracts
+# from the headers (nothing, for such a request).
+_CALLER = "dashfrog.caller_context"
 
 
 # -- HTTP servers ------------------------------------------------------------------
@@ -99,6 +112,7 @@ def with_fastapi(app: App, **instrument_options: Any) -> App:
     ``server_request_hook`` of yours still runs, before DashFrog's.
     """
     _require("opentelemetry.instrumentation.fastapi", "fastapi")
+    from opentelemetry.instrumentation.asgi import asgi_getter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     _check_trust_settings()
@@ -120,7 +134,7 @@ def with_fastapi(app: App, **instrument_options: Any) -> App:
             user_hook(span, scope)
         client = scope.get("client")
         peer = client[0] if client else None
-        admitted = _admit_current(_trust.address_trusted(peer))
+        admitted = _admit_current(scope, asgi_getter, _trust.address_trusted(peer), scope.get(_CALLER))
         if admitted is not None:
             # Not detached here on purpose: the middleware calls this hook inside
             # ``use_span``, whose exit resets the context to what it was before the
@@ -131,6 +145,21 @@ def with_fastapi(app: App, **instrument_options: Any) -> App:
     FastAPIInstrumentor.instrument_app(
         target, server_request_hook=server_request_hook, **instrument_options
     )
+    # The instrumentation wraps the app's middleware stack in its own; this
+    # wraps that, to see the context a request is made from before it does.
+    build = target.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        inner = build()
+
+        async def record_caller(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") in ("http", "websocket"):
+                scope[_CALLER] = context.get_current()
+            await inner(scope, receive, send)
+
+        return record_caller
+
+    target.build_middleware_stack = build_middleware_stack
     return app
 
 
@@ -144,6 +173,7 @@ def with_flask(app: App, **instrument_options: Any) -> App:
     """
     _require("opentelemetry.instrumentation.flask", "flask")
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.instrumentation.wsgi import wsgi_getter
 
     _check_trust_settings()
     ensure_propagators()
@@ -162,7 +192,10 @@ def with_flask(app: App, **instrument_options: Any) -> App:
     def admit_request() -> None:
         from flask import request
 
-        admitted = _admit_current(_trust.address_trusted(request.remote_addr))
+        environ = request.environ
+        admitted = _admit_current(
+            environ, wsgi_getter, _trust.address_trusted(request.remote_addr), environ.get(_CALLER)
+        )
         if admitted is not None:
             request.environ[_FLASK_TOKEN] = (context.attach(admitted), admitted)
 
@@ -176,6 +209,14 @@ def with_flask(app: App, **instrument_options: Any) -> App:
 
     app.before_request(admit_request)  # type: ignore[attr-defined]
     app.teardown_request(release_request)  # type: ignore[attr-defined]
+    # Outside the instrumentation's WSGI wrapper: the context the request is made from.
+    inner: Callable[..., Any] = app.wsgi_app  # type: ignore[attr-defined]
+
+    def record_caller(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_CALLER] = context.get_current()
+        return inner(environ, start_response)
+
+    app.wsgi_app = record_caller  # type: ignore[attr-defined]
     return app
 
 
@@ -330,7 +371,9 @@ def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     # Read the message's baggage ourselves: with use_span_links the instrumentation
     # does not attach what it extracted.
     carried = W3CBaggagePropagator().extract(task.request, context=current, getter=celery_getter)
-    admitted = _context.admit(carried, peer_trusted=options.broker_trusted())
+    admitted = _context.admit(
+        carried, task.request, celery_getter, peer_trusted=options.broker_trusted(), caller=current
+    )
     if admitted is not current:
         run.tokens.append(context.attach(admitted))
     run.arrival = _context.current_flow()

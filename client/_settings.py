@@ -123,7 +123,14 @@ class Settings(BaseSettings):
         description="Comma-separated CIDRs whose unsigned flow context is honoured; `none` trusts no network. Empty: loopback when no context secret is set, else none.",
     )
     max_baggage_bytes: int = Field(
-        4096, ge=256, description="Incoming baggage larger than this is ignored."
+        4096,
+        ge=256,
+        description="An incoming baggage header larger than this (and any over 8 KB, W3C's limit) is ignored, measured before it is parsed.",
+    )
+    context_max_age_s: float = Field(
+        604800,
+        gt=0,
+        description="Signed flow context older than this is ignored (default 7 days, so Celery ETAs fit).",
     )
 
     # -- Processor and storage ----------------------------------------------

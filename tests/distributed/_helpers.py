@@ -126,18 +126,25 @@ def baggage_header(
     name: str,
     *,
     secret: str | None = None,
-    signed_as: tuple[str, str, str] | None = None,
+    signed_as: tuple[str, ...] | None = None,
     step_id: str | None = None,
+    issued_at: int | None = None,
     extra: dict[str, str] | None = None,
 ) -> str:
-    """A W3C ``baggage`` header claiming a flow, signed with ``secret`` over ``signed_as``."""
+    """A W3C ``baggage`` header claiming a flow, signed with ``secret`` over
+    ``signed_as`` (flow id, tenant, name and optionally step id; default: what
+    the header claims) at ``issued_at`` (default: now)."""
     entries = {"dashfrog.flow_id": flow_id, "dashfrog.tenant": tenant, "dashfrog.flow_name": name}
     if step_id:
         entries["dashfrog.step_id"] = step_id
     if secret is not None:
-        who = signed_as or (flow_id, tenant, name)
-        signature = _trust.sign(*who, settings=Settings(context_secret=secret))  # type: ignore[call-arg]
+        who = signed_as or (flow_id, tenant, name, step_id)
+        if len(who) == 3:
+            who = (*who, step_id)
+        when = int(time.time()) if issued_at is None else issued_at
+        signature = _trust.sign(*who, when, settings=Settings(context_secret=secret))  # type: ignore[call-arg,arg-type]
         assert signature is not None
         entries["dashfrog.sig"] = signature
+        entries["dashfrog.iat"] = str(when)
     entries.update(extra or {})
     return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries.items())

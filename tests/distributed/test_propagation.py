@@ -11,12 +11,14 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import DefaultGetter, DefaultSetter, TextMapPropagator
 
 import dashfrog
@@ -162,9 +164,18 @@ def test_propagators_of_the_application_are_kept() -> None:
         propagate.set_global_textmap(original)
 
 
+def _admit(header: str, *, peer_trusted: bool) -> Context:
+    """What a server admits of a request carrying ``header`` (and nothing else)."""
+    carrier = {"baggage": header}
+    return _context.admit(propagate.extract(carrier), carrier, DefaultGetter(), peer_trusted=peer_trusted)
+
+
 def _admitted(header: str, *, peer_trusted: bool) -> _context.FlowContext | None:
-    ctx = _context.admit(propagate.extract({"baggage": header}), peer_trusted=peer_trusted)
-    return _context.current_flow(ctx)
+    return _context.current_flow(_admit(header, peer_trusted=peer_trusted))
+
+
+def _ignored() -> int:
+    return int(dashfrog.stats()["ignored_remote_contexts"])
 
 
 def test_admission_rules(offline: None) -> None:
@@ -196,21 +207,85 @@ def test_admission_rules(offline: None) -> None:
 
 def test_an_ignored_context_leaves_no_flow_entries_to_forward(offline: None) -> None:
     header = baggage_header("0123456789abcdef0123456789abcdef", "acme", "order", extra={"other": "kept"})
-    ctx = _context.admit(propagate.extract({"baggage": header}), peer_trusted=False)
-    assert dict(baggage.get_all(ctx)) == {"other": "kept"}
+    assert dict(baggage.get_all(_admit(header, peer_trusted=False))) == {"other": "kept"}
 
 
 def test_admitted_context_is_resigned_for_the_next_hop(offline: None) -> None:
     set_settings(Settings(context_secret="s3cret"))  # type: ignore[call-arg]
-    header = baggage_header("0123456789abcdef0123456789abcdef", "acme", "order")  # from a trusted peer
-    ctx = _context.admit(propagate.extract({"baggage": header}), peer_trusted=True)
+    # From a trusted peer, unsigned, with the caller's step.
+    header = baggage_header("0123456789abcdef0123456789abcdef", "acme", "order", step_id="00aa11bb22cc33dd")
+    ctx = _admit(header, peer_trusted=True)
     out: dict[str, str] = {}
     propagate.inject(out, context=ctx)
     entries = _entries(out["baggage"])
-    assert dashfrog._trust.signature_valid(
+    assert dashfrog._trust.check_signature(
         entries["dashfrog.flow_id"], entries["dashfrog.tenant"], entries["dashfrog.flow_name"],
-        entries["dashfrog.sig"],
-    )
+        entries["dashfrog.step_id"], entries["dashfrog.iat"], entries["dashfrog.sig"],
+    ) is None
+
+
+def test_signature_binds_the_parent_step_and_expires(offline: None) -> None:
+    set_settings(Settings(disabled=True, context_secret="s3cret", context_max_age_s=3600))  # type: ignore[call-arg]
+    flow_id, step_id = "0123456789abcdef0123456789abcdef", "00aa11bb22cc33dd"
+    now = int(time.time())
+
+    def header(**kw: Any) -> str:
+        return baggage_header(flow_id, "acme", "order", secret="s3cret", **{"step_id": step_id, **kw})
+
+    before = _ignored()
+    got = _admitted(header(), peer_trusted=False)
+    assert got is not None and got.step_id == step_id
+    assert _admitted(header(issued_at=now - 3000), peer_trusted=False) is not None
+    refused = {
+        # Steps re-parented under a valid signature: the step is signed too.
+        "other step": header(step_id="11bb22cc33dd44ee", signed_as=(flow_id, "acme", "order", step_id)),
+        "step dropped": header(step_id=None, signed_as=(flow_id, "acme", "order", step_id)),
+        "older than the max age": header(issued_at=now - 3700),
+        "issued in the future": header(issued_at=now + 3600),
+        # The issued-at time is signed: moving a stale one forward breaks the signature.
+        "issued-at moved": header(issued_at=now - 7200).replace(f"dashfrog.iat={now - 7200}", f"dashfrog.iat={now}"),
+        "no issued-at": header(issued_at=now).replace(f",dashfrog.iat={now}", ""),
+    }
+    for what, h in refused.items():
+        assert _admitted(h, peer_trusted=False) is None, what
+    assert _ignored() == before + len(refused)
+
+
+def test_default_max_age_lets_a_week_old_task_join() -> None:
+    assert Settings().context_max_age_s == 7 * 24 * 3600  # type: ignore[call-arg]
+    s = Settings(context_secret="s3cret")  # type: ignore[call-arg]
+    now = time.time()
+    for age, ok in ((6 * 24 * 3600, True), (8 * 24 * 3600, False)):
+        issued = int(now - age)
+        sig = dashfrog._trust.sign("f" * 32, "acme", "order", None, issued, s)
+        why = dashfrog._trust.check_signature("f" * 32, "acme", "order", None, str(issued), sig, s, now=now)
+        assert (why is None) == ok, why
+
+
+def test_baggage_size_is_checked_before_opentelemetry_parses(offline: None) -> None:
+    set_settings(Settings(disabled=True, context_secret="s3cret"))  # type: ignore[call-arg]
+    flow_id = "0123456789abcdef0123456789abcdef"
+    signed = baggage_header(flow_id, "acme", "order", secret="s3cret")
+    # 6 KB: OpenTelemetry drops the one entry over its 4096-byte pair limit and keeps
+    # the validly signed flow entries; parsed first, the header would pass the limit.
+    six_kb = signed + ",padding=" + "x" * 6000
+    assert _entries(six_kb)["dashfrog.flow_id"] == flow_id
+    # 9 KB: over W3C's 8192 bytes, OpenTelemetry drops the whole header, silently.
+    nine_kb = signed + ",padding=" + "x" * 9000
+    assert "dashfrog.flow_id" not in _entries(nine_kb)
+    before = _ignored()
+    assert _admitted(six_kb, peer_trusted=False) is None
+    assert _admitted(nine_kb, peer_trusted=False) is None
+    assert _ignored() == before + 2
+    assert _admitted(signed, peer_trusted=False) is not None  # the same flow entries alone
+    # A limit raised past W3C's still stops there: what OpenTelemetry drops is counted.
+    set_settings(Settings(disabled=True, context_secret="s3cret", max_baggage_bytes=65536))  # type: ignore[call-arg]
+    assert _admitted(six_kb, peer_trusted=False) is not None
+    assert _admitted(nine_kb, peer_trusted=False) is None
+    assert _ignored() == before + 3
+    # Someone else's large baggage, with nothing of ours in it, is not ours to count.
+    assert _admitted("other=" + "y" * 9000, peer_trusted=False) is None
+    assert _ignored() == before + 3
 
 
 def test_trusted_network_defaults() -> None:

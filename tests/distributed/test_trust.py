@@ -7,6 +7,7 @@ a normal answer: an ignored context is counted, never an error.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -51,6 +52,16 @@ def _forgeries(victim: str) -> dict[str, str]:
         "fields shifted under a valid signature": baggage_header(
             victim, "victim-corp", "payout", secret=SECRET,
             signed_as=(victim, "victim-corp\npayout", ""),
+        ),
+        # A valid signature for one step of the victim's flow, replayed to hang
+        # steps under another step.
+        "parent step changed under a valid signature": baggage_header(
+            victim, "victim-corp", "payout", step_id="00aa11bb22cc33dd", secret=SECRET,
+            signed_as=(victim, "victim-corp", "payout", "11bb22cc33dd44ee"),
+        ),
+        # A signature that leaked long ago (older than DASHFROG_CONTEXT_MAX_AGE_S, 7 days).
+        "expired signature": baggage_header(
+            victim, "victim-corp", "payout", secret=SECRET, issued_at=int(time.time()) - 8 * 24 * 3600,
         ),
     }
 
@@ -121,13 +132,26 @@ def test_default_service_trusts_loopback_only(dist: Cluster) -> None:
 
 
 def test_oversized_baggage_is_ignored(dist: Cluster) -> None:
-    with flow.start(name="payout", tenant="victim-corp") as flow_id:
+    with flow.start(name="payout", tenant="victim-corp", end_on_exit=False) as flow_id:
         pass
     # Over DASHFROG_MAX_BAGGAGE_BYTES (4096) but within W3C limits, so OpenTelemetry extracts it.
     header = baggage_header(flow_id, "victim-corp", "payout", extra={"padding": "x" * 4000})
     before = _ignored(dist.service_b.url)
     assert _post(f"{dist.service_b.url}/process", header)["flow_id"] is None
     assert _ignored(dist.service_b.url) == before + 1
+    # Validly signed flow entries in a 6 KB header: OpenTelemetry drops only the
+    # padding entry (over its 4096-byte pair limit); in a 9 KB one, the whole header
+    # (over W3C's 8192 bytes). The size is checked on the raw header, so both are
+    # ignored, and counted.
+    url = dist.strict_b.url
+    before = _ignored(url)
+    for size in (6000, 9000):
+        signed = baggage_header(flow_id, "victim-corp", "payout", secret=SECRET, extra={"padding": "x" * size})
+        assert _post(f"{url}/process", signed)["flow_id"] is None, size
+    assert _ignored(url) == before + 2
+    control = baggage_header(flow_id, "victim-corp", "payout", secret=SECRET)
+    assert _post(f"{url}/process", control)["flow_id"] == flow_id
+    flow.end(flow_id=flow_id)
 
 
 def _whoami(queue: str, baggage: str | None) -> dict[str, Any]:
