@@ -56,6 +56,14 @@ def open_store(
     )
 
 
+def chdb_owner(url: str) -> int | None:
+    """The pid of another process holding the chDB database at ``url``
+    (``chdb://PATH``), or None; see ``dashfrog up``."""
+    from dashfrog.storage._chdb import chdb_owner as owner
+
+    return owner(url)
+
+
 __all__ = [
     "EncodedGroup",
     "GroupResult",

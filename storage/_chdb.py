@@ -13,9 +13,11 @@ call at a time.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -52,6 +54,30 @@ _INSERT = (
     f"SELECT {', '.join(EVENT_COLUMNS)} FROM Python(dashfrog_batch)"
 )
 
+
+
+def chdb_owner(url: str) -> int | None:
+    """The id of another running process that holds the chDB database at
+    ``url`` (its engine keeps an exclusive lock on ``status`` and writes its
+    pid there), or None when no process does. Meant for a fresh process (the
+    CLI) before it opens the store: a store open in this very process counts
+    as another owner too."""
+    status = os.path.join(chdb_path(url), "status")
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 4096).decode(errors="replace")
+            found = re.search(r"^PID: (\d+)", text, re.MULTILINE)
+            return int(found.group(1)) if found else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def chdb_path(url: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from dashfrog._exceptions import ConfigurationError
+from dashfrog._exceptions import ConfigurationError, StorageError
 from dashfrog._settings import Settings, get_settings
 from dashfrog.runtime import redact, run_with_store, start_broker
 from dashfrog.storage import Store
@@ -92,6 +92,7 @@ def up_command(status_every: float, loglevel: str) -> None:
 
     settings = get_settings()
     _check_bind(settings)
+    _check_store_free(settings)
     broker = None
     if not settings.kafka_bootstrap:
         _host, _, port = settings.bootstrap.rpartition(":")
@@ -132,11 +133,24 @@ def up_command(status_every: float, loglevel: str) -> None:
 
     try:
         code = run_with_store(settings, loglevel, main)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         if broker is not None:
             broker.stop()
     click.echo("dashfrog up: stopped")
     sys.exit(code)
+
+
+def _check_store_free(settings: Settings) -> None:
+    # A chDB database has one owning process: say so before starting a broker.
+    url = settings.clickhouse_url
+    owner = chdb_owner(url) if url.startswith("chdb://") else None
+    if owner is not None:
+        raise click.ClickException(
+            f"{redact(url)} is in use by process {owner}: is another `dashfrog up` running? "
+            "Stop it, or set DASHFROG_CLICKHOUSE_URL to another chdb:// path"
+        )
 
 
 def _check_bind(settings: Settings) -> None:

@@ -55,3 +55,10 @@ def test_the_broker_log_is_closed_when_it_stops(tmp_path: Path) -> None:
     assert broker.log is not None and not broker.log.closed
     broker.stop()
     assert broker.log.closed
+
+
+def test_a_port_already_taken_is_refused(broker: str) -> None:
+    # Without the check the readiness probe would take the broker there for ours.
+    port = int(broker.rpartition(":")[2])
+    with pytest.raises(ConfigurationError, match=rf"127.0.0.1:{port} is already in use"):
+        start_broker(port)
