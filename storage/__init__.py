@@ -73,6 +73,7 @@ __all__ = [
     "SqlStore",
     "Store",
     "UnsupportedSchema",
+    "chdb_owner",
     "flow_events",
     "flow_overview",
     "flow_timeseries",

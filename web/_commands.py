@@ -17,7 +17,7 @@ import click
 from dashfrog._exceptions import ConfigurationError, StorageError
 from dashfrog._settings import Settings, get_settings
 from dashfrog.runtime import redact, run_with_store, start_broker
-from dashfrog.storage import Store
+from dashfrog.storage import Store, chdb_owner
 from dashfrog.web._app import create_app
 from dashfrog.web._auth import auth_mode, check_bind
 
