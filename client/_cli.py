@@ -17,6 +17,7 @@ import click
 # command name -> "module:attribute" of a click command, imported on use
 _LAZY_COMMANDS: dict[str, str] = {
     "api": "dashfrog.web._commands:api_command",
+    "dlq": "dashfrog._dlq_cli:dlq_command",
     "events": "dashfrog._tail:events",
     "flow": "dashfrog._query_cli:flow_command",
     "flows": "dashfrog._query_cli:flows_command",

@@ -94,7 +94,11 @@ class Sender:
         self.last_error: str | None = None
         self._reported_dropped = 0
         self._last_report = 0.0
-        self._last_unreachable_report = 0.0
+        self._last_unreachable_report: float | None = None
+        # Monotonic time of the first failure of the outage under way, and
+        # the drop total when it began (None: Kafka answers).
+        self._unreachable_since: float | None = None
+        self._dropped_before_outage = 0
         _quiet_library_logs()
         self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
         self._thread.start()
@@ -156,6 +160,11 @@ class Sender:
         self._report_drops()
 
     def _report_drops(self) -> None:
+        """Log the drops since the last report with their running total, at
+        most every _LOG_EVERY_S; the sender calls it every round too, so drops
+        that stop arriving are still reported with the true total."""
+        if self.dropped == self._reported_dropped:
+            return
         now = time.monotonic()
         if now - self._last_report >= _LOG_EVERY_S:
             self._last_report = now
@@ -198,6 +207,29 @@ class Sender:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._wake.set)
         self._thread.join(timeout=max(1.0, timeout or 0))
+        self._report_exit()
+
+    def _report_exit(self) -> None:
+        """Say what this sender leaves behind: queued events are lost once it stops."""
+        unsent = len(self._queue) + self._inflight
+        if unsent:
+            log.warning(
+                "dashfrog: stopping with %d events not sent: Kafka at %s did not take them in time "
+                "(DASHFROG_EXIT_FLUSH_TIMEOUT_S; last error: %s). They are lost, as are the %d events "
+                "dropped earlier (queue full); %d were sent.",
+                unsent,
+                self.settings.bootstrap,
+                self.last_error or "none",
+                self.dropped,
+                self.sent,
+            )
+        elif self.dropped:
+            log.warning(
+                "dashfrog: stopping; every queued event was sent (%d), but %d events were dropped "
+                "while running (queue full) and are lost.",
+                self.sent,
+                self.dropped,
+            )
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -247,10 +279,11 @@ class Sender:
         self, producer: Any, partitions: list[int], refreshed: float, attempt: int
     ) -> tuple[Any, list[int], float, int]:
         """Connect if needed, refresh partitions now and then, send what is queued."""
+        self._report_drops()
         if producer is None:
             producer = await self._connect()
             if producer is None:
-                self._report_unreachable()
+                self._note_unreachable()
                 await self._sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
                 return None, partitions, refreshed, attempt + 1
             attempt = 0
@@ -301,17 +334,45 @@ class Sender:
                     await producer.stop()
             return None
 
-    def _report_unreachable(self) -> None:
+    def _note_unreachable(self, why: str | None = None) -> None:
+        """A connection or send failed (sender thread): report the outage at
+        once, then at most once every _UNREACHABLE_EVERY_S while it lasts."""
         now = time.monotonic()
-        if now - self._last_unreachable_report >= _UNREACHABLE_EVERY_S:
-            self._last_unreachable_report = now
-            log.warning(
-                "dashfrog: cannot reach Kafka at %s (%s); %d events are queued and will be "
-                "sent when it is back. Set the 'dashfrog' logger to DEBUG for aiokafka's own logs.",
-                self.settings.bootstrap,
-                self.last_error or "no error given",
-                len(self._queue) + self._inflight,
-            )
+        if why:
+            self.last_error = why[:300]
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+            self._dropped_before_outage = self.dropped
+        last = self._last_unreachable_report
+        if last is not None and now - last < _UNREACHABLE_EVERY_S:
+            return
+        self._last_unreachable_report = now
+        log.warning(
+            "dashfrog: cannot reach Kafka at %s for %.0f s (%s); %d events queued in memory, sent "
+            "if it is back while this process runs; %d dropped in all (queue full). "
+            "Set the 'dashfrog' logger to DEBUG for aiokafka's own logs.",
+            self.settings.bootstrap,
+            now - self._unreachable_since,
+            self.last_error or "no error given",
+            len(self._queue) + self._inflight,
+            self.dropped,
+        )
+
+    def _note_reachable(self) -> None:
+        """A send was acknowledged: end the outage under way, if any, in one line."""
+        since = self._unreachable_since
+        if since is None:
+            return
+        self._unreachable_since = None
+        self._last_unreachable_report = None
+        log.warning(
+            "dashfrog: Kafka at %s answers again after %.0f s; %d events dropped during the outage "
+            "(%d in all), the queued ones are being sent.",
+            self.settings.bootstrap,
+            time.monotonic() - since,
+            self.dropped - self._dropped_before_outage,
+            self.dropped,
+        )
 
     def _note_error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -355,8 +416,11 @@ class Sender:
                 self.sent += len(chunk)
                 self.messages += 1
                 acknowledged += sum(map(cost, chunk))
+                self._note_reachable()
             except Exception as exc:
                 self._note_error(exc)
+                if getattr(exc, "retriable", True):  # not e.g. a message too large
+                    self._note_unreachable()
                 # Put them back in front, in order, for the next round.
                 queue.extendleft(reversed(chunk))
             finally:
@@ -412,7 +476,14 @@ class _FromSenderThread(logging.Filter):
     tracker) during an outage the SDK already reports, rate-limited."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName != _THREAD_NAME or log.isEnabledFor(logging.DEBUG)
+        if record.threadName != _THREAD_NAME:
+            return True
+        sender = _sender
+        if record.levelno >= logging.ERROR and sender is not None:
+            # aiokafka's first "Unable connect to node" comes well before a
+            # send times out: report the outage from it.
+            sender._note_unreachable(record.getMessage())
+        return log.isEnabledFor(logging.DEBUG)
 
 
 _library_filter = _FromSenderThread()

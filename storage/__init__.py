@@ -14,6 +14,7 @@ from dashfrog.storage._avro import (
     group_suffix,
 )
 from dashfrog.storage._base import SqlStore
+from dashfrog.storage._dead_letters import DeadLetter
 from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
 from dashfrog.storage._sqlcheck import QueryLimitError, SqlLimits
 from dashfrog.storage._store import Store
@@ -65,6 +66,7 @@ def chdb_owner(url: str) -> int | None:
 
 
 __all__ = [
+    "DeadLetter",
     "EncodedGroup",
     "GroupResult",
     "MalformedEventsError",

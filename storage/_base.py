@@ -24,6 +24,9 @@ from dashfrog.schemas import Event
 from dashfrog.storage import _queries
 from dashfrog.storage._arrow import events_to_arrow
 from dashfrog.storage._avro import EncodedGroup, GroupResult, MalformedEventsError, group_suffix
+from dashfrog.storage._dead_letters import DeadLetter
+from dashfrog.storage._dead_letters import insert_statements as dead_letter_inserts
+from dashfrog.storage._dead_letters import read as read_dead_letters
 from dashfrog.storage._schema import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
@@ -231,6 +234,25 @@ class SqlStore(abc.ABC):
         ):
             self._execute(f"TRUNCATE TABLE IF EXISTS {table}")
             self._execute(f"INSERT INTO {table} " + projection("events FINAL"))
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Write rows of the ``dead_letters`` table; a letter recorded again
+        (same topic, partition and offset) replaces its row."""
+        for sql, params in dead_letter_inserts(letters):
+            self._execute(sql, params)
+
+    def dead_letters(
+        self,
+        limit: int = 50,
+        topic: str | None = None,
+        partition: int | None = None,
+        reason: str | None = None,
+        since: datetime | float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The most recent dead letters, newest first (see ``_dead_letters.read``)."""
+        return read_dead_letters(
+            self._query, limit=limit, topic=topic, partition=partition, reason=reason, since=since
+        )
 
     # -- reads ------------------------------------------------------------------------
 

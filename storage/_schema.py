@@ -248,6 +248,29 @@ def flow_runs_projection(source: str) -> str:
     return _FLOW_RUNS_SELECT.replace("{source}", source)
 
 
+# One row per dead-lettered message, keyed by where it came from: a message
+# dead-lettered again after a redelivery replaces its row (read with FINAL).
+# ``head`` holds its first bytes only (the DLQ topic holds the whole message
+# when it fits there; ``in_dlq`` says whether it did).
+_DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    topic String,
+    partition UInt32,
+    offset UInt64,
+    size UInt64,
+    reason String,
+    in_dlq LowCardinality(String),
+    head String CODEC(ZSTD(3)),
+    key String,
+    headers Map(String, String),
+    dead_lettered_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (topic, partition, offset)
+TTL toDateTime(dead_lettered_at) + INTERVAL __RETENTION_DAYS__ DAY
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -305,11 +328,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     # A custom event's name gets its own column (the Avro field event_name);
     # rows written before it keep the name in step_name, and readers fall back.
     Migration(8, "events.event_name", ("ALTER TABLE events ADD COLUMN IF NOT EXISTS event_name String DEFAULT ''",)),
+    Migration(5, "dead_letters", (_DEAD_LETTERS,)),
 )
 
 # Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.
 TTL_COLUMNS: dict[str, str] = {
     "events": "toDateTime(timestamp)",
+    "dead_letters": "toDateTime(dead_lettered_at)",
     "flows": "toDateTime(last_activity)",
     "steps": "toDateTime(last_activity)",
     "flow_runs": "toDateTime(last_activity)",

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog.schemas import Event
 from dashfrog.storage._avro import EncodedGroup, GroupResult
+from dashfrog.storage._dead_letters import DeadLetter
 
 
 class Store(Protocol):
@@ -45,6 +46,20 @@ class Store(Protocol):
 
     def rebuild(self) -> None:
         """Re-project flows and steps from the raw events table."""
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Record messages the processor could not write in ``dead_letters``
+        (one row per topic, partition and offset, however often recorded)."""
+
+    def dead_letters(
+        self,
+        limit: int = 50,
+        topic: str | None = None,
+        partition: int | None = None,
+        reason: str | None = None,
+        since: datetime | float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The most recent dead letters, newest first, as JSON-ready dicts."""
 
     # -- writes ------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ tested (and benchmarked) on their own.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,12 @@ DLQ_REASON = "dashfrog-dlq-reason"
 DLQ_TOPIC = "dashfrog-dlq-topic"
 DLQ_PARTITION = "dashfrog-dlq-partition"
 DLQ_OFFSET = "dashfrog-dlq-offset"
+# On a DLQ message that stands for one too big for the DLQ (or refused by it):
+# "1", and the value is a JSON reference instead of the message.
+DLQ_REFERENCE = "dashfrog-dlq-reference"
+DLQ_SIZE = "dashfrog-dlq-size"
+# First bytes of a message a reference (and the dead_letters table) keeps.
+HEAD_BYTES = 1024
 
 _MAX_REASON_CHARS = 2000
 
@@ -48,6 +56,8 @@ class Decoded:
     value: bytes | None = None
     schema: str | None = None
     estimate: int = 0
+    # Bytes of the message value as it arrived.
+    size: int = 0
 
 
 def decode_message(
@@ -66,7 +76,7 @@ def decode_message(
     neither loses nor repeats events.
     """
     header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-    out = Decoded(topic, partition, offset, [], key=key, headers=header_list)
+    out = Decoded(topic, partition, offset, [], key=key, headers=header_list, size=len(value or b""))
     try:
         events = schemas.decode(value or b"", dict(header_list))
     except SchemaError as exc:
@@ -134,7 +144,7 @@ def inspect_message(
     :func:`decode_message`.
     """
     header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-    out = Decoded(topic, partition, offset, [], key=key, headers=header_list)
+    out = Decoded(topic, partition, offset, [], key=key, headers=header_list, size=len(value or b""))
     data = value or b""
     if len(data) < _AVRO_PREFIX or data[:2] != schemas_magic:
         out.reason = "undecodable: not a DashFrog event message (missing Avro single-object header)"
@@ -183,6 +193,27 @@ def dlq_headers(item: Decoded) -> list[tuple[str, bytes]]:
         (DLQ_PARTITION, str(item.partition).encode()),
         (DLQ_OFFSET, str(item.offset).encode()),
     ]
+
+
+def dlq_reference(item: Decoded, refusal: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Value and headers of a DLQ message standing for ``item`` when the DLQ
+    did not take it whole: where it is, its size, why, and its first bytes.
+    The original headers are left out (they may be what made it too big)."""
+    head = (item.dlq_value or b"")[:HEAD_BYTES]
+    reference = {
+        "reference": True,
+        "topic": item.topic,
+        "partition": item.partition,
+        "offset": item.offset,
+        "size": item.size,
+        "reason": (item.reason or "")[:_MAX_REASON_CHARS],
+        "dlq_refused": refusal[:_MAX_REASON_CHARS],
+        "head_base64": base64.b64encode(head).decode(),
+    }
+    ours = {DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET}
+    headers = [(k, v) for k, v in dlq_headers(item) if k in ours]
+    headers += [(DLQ_REFERENCE, b"1"), (DLQ_SIZE, str(item.size).encode())]
+    return json.dumps(reference).encode(), headers
 
 
 def offset_ranges(items: Iterable[Decoded]) -> dict[tuple[str, int], tuple[int, int]]:

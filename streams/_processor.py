@@ -41,17 +41,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dashfrog._settings import Settings
-from dashfrog.storage import GroupResult, MalformedEventsError, Store, group_suffix
+from dashfrog.storage import DeadLetter, GroupResult, MalformedEventsError, Store, group_suffix
 from dashfrog.streams._batch import (
+    HEAD_BYTES,
     Decoded,
     body,
     decode_message,
     dedup_token,
     dlq_headers,
+    dlq_reference,
     inspect_message,
     offset_ranges,
 )
 from dashfrog.streams._faust_compat import committed_offset, kafka_transport
+from dashfrog.streams._outage import BrokerWatch, route_library_logs_to_debug
 
 log = logging.getLogger("dashfrog.streams")
 
@@ -61,6 +64,10 @@ T = TypeVar("T")
 # bigger inserts amortise chDB's per-insert cost, this bounds memory and latency.
 MAX_EVENTS_PER_WRITE = 50_000
 _BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# A DLQ send gets this many tries of at most this long each (Faust's producer
+# would otherwise wait up to its 20-minute request timeout).
+_DLQ_ATTEMPTS = 3
+_DLQ_SEND_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -131,6 +138,10 @@ class Processor:
         self._stream: Any = None
         # (topic, partition) → next offset not yet durably written.
         self.done: dict[tuple[str, int], int] = {}
+        # Rows for ``dead_letters``, written before the batch holding them is acked.
+        self._letters: list[DeadLetter] = []
+        # Says when the broker goes away and comes back (the status line reads it).
+        self.broker = BrokerWatch(settings.bootstrap)
         self.app.agent(self.topic, name="dashfrog.streams.decode")(self._agent)
         self.app.task(self._writer)
 
@@ -197,6 +208,11 @@ class Processor:
         raw = [item for item in batch if item.value is not None]
         if raw:
             written = await self._write_encoded(raw, token)
+        if self._letters:
+            # Recorded before the acks: a crash before this point dead-letters
+            # them again on redelivery, and the table keeps one row each.
+            letters, self._letters = self._letters, []
+            await self._durably("record dead letters", self.store.record_dead_letters, letters)
         # Only now is every message of the batch durable (written or dead-lettered).
         stream = self._stream
         for item in batch:
@@ -309,32 +325,76 @@ class Processor:
                 self._inflight = None
 
     async def _dead_letter(self, item: Decoded) -> None:
+        """Send ``item`` to the DLQ topic and queue its ``dead_letters`` row.
+
+        Never waits without bound on one message: the whole message gets
+        ``_DLQ_ATTEMPTS`` tries (none more when the broker refuses it for
+        good, e.g. too large); then a small reference (coordinates, size,
+        reason, first bytes) gets as many; then only the table row remains,
+        and the offset moves on either way.
+        """
+        value = item.dlq_value or b""
+        refusal = await self._send_dlq(item.key, value, dlq_headers(item))
+        in_dlq = "whole"
+        reason = item.reason or ""
+        if refusal is not None:
+            ref_value, ref_headers = dlq_reference(item, refusal)
+            second = await self._send_dlq(item.key, ref_value, ref_headers)
+            in_dlq = "reference" if second is None else "none"
+            reason += f" [the DLQ topic did not take the whole message: {refusal}]"
+            log.error(
+                "dashfrog: %s[%d]@%d (%d bytes) could not go to the DLQ whole (%s); %s",
+                item.topic, item.partition, item.offset, item.size, refusal,
+                "a reference went instead" if second is None
+                else f"nor a reference ({second}): only the dead_letters table records it",
+            )
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered %s[%d]@%d: %s", item.topic, item.partition, item.offset, item.reason)
+        self._letters.append(
+            DeadLetter(
+                topic=item.topic,
+                partition=item.partition,
+                offset=item.offset,
+                size=item.size,
+                reason=reason,
+                in_dlq=in_dlq,
+                head=value[:HEAD_BYTES],
+                key=item.key,
+                headers=item.headers,
+            )
+        )
+
+    async def _send_dlq(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> str | None:
+        """Send one DLQ message; None once acknowledged, else why it was not."""
         attempt = 0
         while True:
             try:
-                await self.app.producer.send_and_wait(
-                    self.dlq_topic_name, item.key, item.dlq_value, None, None, dlq_headers(item)
+                await asyncio.wait_for(
+                    self.app.producer.send_and_wait(self.dlq_topic_name, key, value, None, None, headers),
+                    _DLQ_SEND_TIMEOUT_S,
                 )
-                self.stats.dead_lettered += 1
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s", item.topic, item.partition, item.offset, item.reason
-                )
-                return
+                return None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                log.warning("DLQ send failed (attempt %d), retrying in %.1fs: %r", attempt + 1, delay, exc)
+                why = _describe(exc)
                 attempt += 1
+                if not _retriable(exc) or attempt >= _DLQ_ATTEMPTS:
+                    return why
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                log.warning("DLQ send failed (attempt %d), retrying in %.1fs: %s", attempt, delay, why)
                 await asyncio.sleep(delay)
 
     # -- lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
+        route_library_logs_to_debug()
         await self.app.start()
+        self.broker.start()
 
     async def stop(self) -> None:
         """Stop consuming; wait for a write still running in the store thread."""
+        await self.broker.stop()
         with contextlib.suppress(Exception):
             await self.app.stop()
         inflight = self._inflight
@@ -375,6 +435,25 @@ class Processor:
                 done = committed_offset(consumer, tp) or 0
             total += max(0, high - done)
         return total
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Whether trying the same send again may work: a timeout or a retriable
+    Kafka error may; a message too large or a refused topic will not."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        retriable = getattr(seen, "retriable", None)
+        if retriable is not None:
+            return bool(retriable)
+        seen = seen.__cause__
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
 
 
 def _decode(item: Decoded) -> Decoded:

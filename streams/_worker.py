@@ -55,9 +55,16 @@ class StatusLine:
         if self.count_flows is not None:
             with contextlib.suppress(Exception):
                 flows = await self.count_flows()
+        down_since = self.processor.broker.down_since
+        # While the broker is away the consumer's high-water marks are stale: no lag figure.
+        backlog = (
+            f"broker unreachable for {time.time() - down_since:,.0f} s"
+            if down_since is not None
+            else f"lag {'?' if lag is None else f'{lag:,}'} msgs"
+        )
         parts = [
             f"{rate:,.0f} events/s",
-            f"lag {'?' if lag is None else f'{lag:,}'} msgs",
+            backlog,
             f"flows {'?' if flows is None else f'{flows:,}'}",
             f"events {stats.events:,}",
         ]

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from dashfrog import schemas
+from dashfrog._settings import Settings
+from dashfrog.streams import Processor, ensure_event_topics
 
 
 def flow_events(
@@ -165,3 +173,90 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 2
         return found
     finally:
         await consumer.stop()
+
+
+class FlakyStore:
+    """Wraps the real store; its writes fail while ``failing`` is set."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.url = store.url
+        self.failing = threading.Event()
+        self.failures = 0
+        self.tokens: list[str] = []
+
+    def migrate(self) -> None:
+        self.store.migrate()
+
+    def insert_events(self, events: Any, token: str) -> None:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("store unavailable (test)")
+        self.store.insert_events(events, token)
+        self.tokens.append(token)
+
+    def insert_encoded(self, groups: Any, token: str) -> Any:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("store unavailable (test)")
+        results = self.store.insert_encoded(groups, token)
+        self.tokens.append(token)
+        return results
+
+    def select(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        return self.store.select(sql, params)
+
+    def rebuild(self) -> None:
+        self.store.rebuild()
+
+    def record_dead_letters(self, letters: Any) -> None:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("store unavailable (test)")
+        self.store.record_dead_letters(letters)
+
+    def dead_letters(self, *args: Any, **kwargs: Any) -> Any:
+        return self.store.dead_letters(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, store: Any, tmp_path: Path) -> AsyncIterator[Processor]:
+    await ensure_event_topics(settings)
+    processor = Processor(settings, store, datadir=tmp_path / "faust")
+    await processor.start()
+    try:
+        yield processor
+    finally:
+        await processor.stop()
+
+
+def worker_process(settings: Settings, store_url: str, log: Path, partitions: int) -> subprocess.Popen[bytes]:
+    """``dashfrog worker`` in a child process, status line every 0.1 s into ``log``."""
+    env = {
+        **os.environ,
+        "DASHFROG_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "DASHFROG_TOPIC_PREFIX": settings.topic_prefix,
+        "DASHFROG_TOPIC_PARTITIONS": str(partitions),
+        "DASHFROG_PROCESSOR_GROUP": settings.processor_group,
+        "DASHFROG_REBALANCE_TIMEOUT_S": "2",
+        "DASHFROG_PROCESSOR_BATCH_WAIT_S": "0.05",
+        "DASHFROG_CLICKHOUSE_URL": store_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.1"],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def events_written(log: Path) -> int:
+    """The last ``events N`` figure of the worker's status lines."""
+    written = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("dashfrog:") and " events " in line:
+            written = int(line.split(" events ")[1].split()[0].replace(",", ""))
+    return written

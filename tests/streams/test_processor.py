@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +23,23 @@ from dashfrog.streams import (
     DLQ_PARTITION,
     DLQ_REASON,
     DLQ_TOPIC,
-    Processor,
     decode_message,
     dedup_token,
     ensure_event_topics,
 )
 from dashfrog.streams._batch import offset_ranges
 from tests.streams._helpers import (
+    FlakyStore,
     committed_offsets,
+    events_written,
     expected_offsets,
     flow_events,
     produce,
     read_all,
+    running,
     send_raw,
     wait_for,
+    worker_process,
 )
 
 PARTITIONS = 3
@@ -73,55 +73,6 @@ def chdb_store(store_dir: Path) -> Iterator[Any]:
         yield store
     finally:
         store.close()
-
-
-class FlakyStore:
-    """Wraps the real store; its writes fail while ``failing`` is set."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.url = store.url
-        self.failing = threading.Event()
-        self.failures = 0
-        self.tokens: list[str] = []
-
-    def migrate(self) -> None:
-        self.store.migrate()
-
-    def insert_events(self, events: Any, token: str) -> None:
-        if self.failing.is_set():
-            self.failures += 1
-            raise ConnectionError("store unavailable (test)")
-        self.store.insert_events(events, token)
-        self.tokens.append(token)
-
-    def insert_encoded(self, groups: Any, token: str) -> Any:
-        if self.failing.is_set():
-            self.failures += 1
-            raise ConnectionError("store unavailable (test)")
-        results = self.store.insert_encoded(groups, token)
-        self.tokens.append(token)
-        return results
-
-    def select(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        return self.store.select(sql, params)
-
-    def rebuild(self) -> None:
-        self.store.rebuild()
-
-    def close(self) -> None:
-        pass
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, store: Any, tmp_path: Path) -> AsyncIterator[Processor]:
-    await ensure_event_topics(settings)
-    processor = Processor(settings, store, datadir=tmp_path / "faust")
-    await processor.start()
-    try:
-        yield processor
-    finally:
-        await processor.stop()
 
 
 def flows_by_id(store: Any, events: list[schemas.Event]) -> dict[str, Any]:
@@ -308,34 +259,6 @@ async def test_two_thousand_flows_across_ten_tenants_arrive_complete(
 # -- crash and restart ------------------------------------------------------------
 
 
-def _worker(settings: Settings, store_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DASHFROG_KAFKA_BOOTSTRAP": settings.bootstrap,
-        "DASHFROG_TOPIC_PREFIX": settings.topic_prefix,
-        "DASHFROG_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DASHFROG_PROCESSOR_GROUP": settings.processor_group,
-        "DASHFROG_REBALANCE_TIMEOUT_S": "2",
-        "DASHFROG_PROCESSOR_BATCH_WAIT_S": "0.05",
-        "DASHFROG_CLICKHOUSE_URL": store_url,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.1"],
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-
-
-def _events_written(log: Path) -> int:
-    """The last ``events N`` figure of the worker's status lines."""
-    written = 0
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("dashfrog:") and " events " in line:
-            written = int(line.split(" events ")[1].split()[0].replace(",", ""))
-    return written
-
-
 @pytest.mark.slow
 async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     settings: Settings, tmp_path: Path
@@ -346,21 +269,21 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     await ensure_event_topics(settings)
     # Small messages so the first worker is surely killed between writes of one run.
     sent = await produce(settings.bootstrap, settings.topic, events[: len(events) // 2], PARTITIONS, per_message=20)
-    worker = _worker(settings, store_url, log)
+    worker = worker_process(settings, store_url, log, PARTITIONS)
     try:
-        await wait_for(lambda: _events_written(log) > 0 or worker.poll() is not None, 60, "first writes")
+        await wait_for(lambda: events_written(log) > 0 or worker.poll() is not None, 60, "first writes")
         assert worker.poll() is None, log.read_text()
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
         if worker.poll() is None:
             worker.kill()
-    written_before_kill = _events_written(log)
+    written_before_kill = events_written(log)
     assert 0 < written_before_kill < len(events)
 
     sent += await produce(settings.bootstrap, settings.topic, events[len(events) // 2 :], PARTITIONS, per_message=20)
     log.write_text("")
-    worker = _worker(settings, store_url, log)
+    worker = worker_process(settings, store_url, log, PARTITIONS)
     try:
         final = expected_offsets(sent, PARTITIONS)
 

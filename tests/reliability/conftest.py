@@ -1,0 +1,161 @@
+"""Fixtures of the reliability suite: pipeline settings on fresh topics, a
+broker of the test's own that can be stopped and started again on its port,
+and a TCP proxy that cuts a ClickHouse server off and back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashfrog._broker import LocalBroker, free_port, start_broker
+from dashfrog._settings import Settings
+
+PARTITIONS = 3
+
+
+def pipeline_settings(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
+    """What a test worker runs with: short rebalance and batch waits, fresh topics."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": prefix,
+        "topic_partitions": PARTITIONS,
+        "processor_group": f"{prefix}processor",
+        "rebalance_timeout_s": 2.0,
+        "processor_batch_wait_s": 0.05,
+    }
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture
+def settings(broker: str, topic_prefix: str) -> Settings:
+    return pipeline_settings(broker, topic_prefix)
+
+
+@dataclass
+class RestartableBroker:
+    """A tansu broker of one test, stopped and started again on the same port
+    (memory storage: topics and committed offsets are gone after a restart)."""
+
+    port: int
+    log: Path
+    running: LocalBroker | None = None
+    restarts: int = field(default=0)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.running = start_broker(self.port, log=str(self.log))
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.restarts += 1
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
+    if os.environ.get("DASHFROG_TEST_KAFKA"):
+        pytest.skip("stops and restarts a broker of its own: runs on the local tansu broker only")
+    broker = RestartableBroker(free_port(), tmp_path / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class TcpCut:
+    """A TCP proxy to ``target``; ``cut()`` closes every connection and refuses
+    new ones until ``restore()``, as a stopped server would."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.cut_now = False
+        self.refused = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_now:
+            self.refused += 1
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        self.cut_now = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self.cut_now = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+async def server_store_url() -> AsyncIterator[tuple[str, TcpCut]]:
+    """A fresh database on the ClickHouse server of DASHFROG_TEST_CLICKHOUSE_URL,
+    reached through a TcpCut; skips without a server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = os.environ.get("DASHFROG_TEST_CLICKHOUSE_URL")
+    if not url:
+        pytest.skip(
+            "needs a ClickHouse server: set DASHFROG_TEST_CLICKHOUSE_URL=clickhouse://user:pass@host:8123/db "
+            "(CI points it at tools/clickhouse-http)"
+        )
+    parts = urlsplit(url)
+    proxy = TcpCut(parts.hostname or "127.0.0.1", parts.port or 8123)
+    await proxy.start()
+    database = f"dashfrog_rel_{uuid.uuid4().hex[:10]}"
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    cut_url = urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}", path="/" + database))
+    try:
+        yield cut_url, proxy
+    finally:
+        proxy.restore()
+        with contextlib.suppress(Exception):
+            from dashfrog.storage import open_store
+
+            direct = open_store(urlunsplit(parts._replace(path="/" + database)))
+            direct._execute(f"DROP DATABASE IF EXISTS `{database}`")
+            direct.close()
+        await proxy.close()
