@@ -214,6 +214,8 @@ SELECT
     step_id,
     parent_step_id,
     step_name,
+    -- A custom event's name; rows from SDKs before event_name carry it in step_name.
+    if(kind = 'flow_event' AND event_name = '', step_name, event_name) AS event_name,
     status,
     has_error,
     error_type,
