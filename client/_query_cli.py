@@ -348,13 +348,17 @@ def rebuild_command() -> None:
     to one process. Against a ClickHouse server it can run any time.
     """
     from dashfrog._settings import get_settings
+    from dashfrog.runtime import terminal_progress
     from dashfrog.storage import open_store
 
     settings = get_settings()
     store = _call(open_store, settings.clickhouse_url)
     try:
-        _call(store.migrate)
-        _call(store.rebuild)
+        with terminal_progress("dashfrog migrate") as progress:
+            _call(store.migrate, progress)
+        # Progress on a terminal only: piped, the command prints its summary alone.
+        with terminal_progress("dashfrog rebuild") as progress:
+            _call(store.rebuild, progress)
         counts = store.select(
             "SELECT (SELECT uniqExact(flow_id) FROM flows) AS flows, (SELECT count() FROM events) AS events"
         )

@@ -1,6 +1,7 @@
 """Process plumbing shared by the long-running commands (``dashfrog up``,
 ``worker``, ``api``): logging, stop signals, the store's lifetime, URL
-redaction for logs, topic creation and the local development broker."""
+redaction for logs, progress on a terminal, topic creation and the local
+development broker."""
 
 # The local broker's code still lives in the SDK folder (client/_broker.py);
 # this package is its public face until it moves here.
@@ -11,13 +12,16 @@ from dashfrog.runtime._process import (
     redact,
     run_with_store,
 )
+from dashfrog.runtime._progress import progress_line, terminal_progress
 
 __all__ = [
     "LocalBroker",
     "configure_logging",
     "ensure_topics",
     "install_stop_signals",
+    "progress_line",
     "redact",
     "run_with_store",
     "start_broker",
+    "terminal_progress",
 ]

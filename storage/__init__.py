@@ -17,7 +17,7 @@ from dashfrog.storage._base import SqlStore
 from dashfrog.storage._dead_letters import DeadLetter
 from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
 from dashfrog.storage._sqlcheck import QueryLimitError, SqlLimits
-from dashfrog.storage._store import Store
+from dashfrog.storage._store import Progress, Store
 
 if TYPE_CHECKING:
 
@@ -70,6 +70,7 @@ __all__ = [
     "EncodedGroup",
     "GroupResult",
     "MalformedEventsError",
+    "Progress",
     "QueryLimitError",
     "SqlLimits",
     "SqlStore",

@@ -9,7 +9,7 @@ import abc
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +31,14 @@ from dashfrog.storage._schema import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     TTL_COLUMNS,
+    Backfill,
     flow_runs_projection,
     flows_projection,
     render,
     steps_projection,
 )
 from dashfrog.storage._sqlcheck import PARSE_PARAM, PARSE_SQL, SqlLimits, admit, parse_error
+from dashfrog.storage._store import Progress
 
 # Engine error codes meaning the caller's query is wrong (QueryError), not the store broken.
 USER_ERRORS = (
@@ -55,6 +57,17 @@ USER_ERRORS = (
 )
 
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.DOTALL)
+
+# A backfill projects this many raw events per statement, about.
+BACKFILL_CHUNK_EVENTS = 2_000_000
+
+
+def _projections() -> tuple[tuple[str, Callable[[str], str]], ...]:
+    return (
+        ("flows", flows_projection),
+        ("steps", steps_projection),
+        ("flow_runs", flow_runs_projection),
+    )
 
 
 class SqlStore(abc.ABC):
@@ -100,15 +113,19 @@ class SqlStore(abc.ABC):
 
     # -- Store protocol -----------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Create or upgrade tables; safe to run any number of times, even concurrently."""
+    def migrate(self, progress: Progress | None = None) -> None:
+        """Create or upgrade tables; safe to run any number of times, even concurrently.
+        ``progress`` follows upgrades that backfill a table from the raw events."""
         self._execute(SCHEMA_MIGRATIONS)
         applied = {int(r["version"]) for r in self._query("SELECT version FROM schema_migrations")}
         for migration in MIGRATIONS:
             if migration.version in applied:
                 continue
             for statement in migration.statements:
-                self._execute(render(statement, self.retention_days))
+                if isinstance(statement, Backfill):
+                    self._backfill(((statement.table, statement.projection),), progress)
+                else:
+                    self._execute(render(statement, self.retention_days))
             self._execute(
                 "INSERT INTO schema_migrations (version, name) SELECT {v:UInt32}, {n:String}",
                 {"v": migration.version, "n": migration.name},
@@ -221,19 +238,47 @@ class SqlStore(abc.ABC):
         long query holds up neither the writes nor the API's other reads."""
         return self._query(sql, params)
 
-    def rebuild(self) -> None:
-        """Re-project flows, steps and flow_runs from the raw events.
+    def rebuild(self, progress: Progress | None = None) -> None:
+        """Re-project flows, steps and flow_runs from the raw events;
+        ``progress`` follows it.
 
         Safe while inserts continue: the views keep projecting new events and
         re-inserting state that is already there changes nothing.
         """
-        for table, projection in (
-            ("flows", flows_projection),
-            ("steps", steps_projection),
-            ("flow_runs", flow_runs_projection),
-        ):
+        for table, _ in _projections():
             self._execute(f"TRUNCATE TABLE IF EXISTS {table}")
-            self._execute(f"INSERT INTO {table} " + projection("events FINAL"))
+        self._backfill(_projections(), progress)
+
+    def _backfill(
+        self, targets: Sequence[tuple[str, Callable[[str], str]]], progress: Progress | None
+    ) -> None:
+        """Project the raw events into each ``(table, projection)``, in chunks
+        of whole flows (by a hash of the flow id, so every aggregate sees all
+        of a flow's events at once), calling ``progress`` after each chunk."""
+        total = int(self._query("SELECT count() AS n FROM events")[0]["n"])
+        chunks = max(1, -(-total // BACKFILL_CHUNK_EVENTS))
+        sizes = {0: total}
+        if chunks > 1:
+            sizes = {
+                int(r["c"]): int(r["n"])
+                for r in self._query(
+                    f"SELECT cityHash64(flow_id) % {chunks} AS c, count() AS n FROM events GROUP BY c"  # noqa: S608 - an int
+                )
+            }
+        done = 0
+        if progress is not None:
+            progress(done, total)
+        for chunk in range(chunks):
+            source = (
+                "events FINAL"
+                if chunks == 1
+                else f"(SELECT * FROM events FINAL WHERE cityHash64(flow_id) % {chunks} = {chunk})"  # noqa: S608 - ints
+            )
+            for table, projection in targets:
+                self._execute(f"INSERT INTO {table} " + projection(source))
+            done += sizes.get(chunk, 0)
+            if progress is not None:
+                progress(done, total)
 
     def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Write rows of the ``dead_letters`` table; a letter recorded again

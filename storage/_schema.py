@@ -13,6 +13,7 @@ merges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dashfrog import schemas
@@ -272,10 +273,19 @@ TTL toDateTime(dead_lettered_at) + INTERVAL __RETENTION_DAYS__ DAY
 
 
 @dataclass(frozen=True)
+class Backfill:
+    """A migration step that projects the raw events already stored into
+    ``table``; run in chunks of flows so a terminal can show its progress."""
+
+    table: str
+    projection: Callable[[str], str]
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[str | Backfill, ...]
 
 
 SCHEMA_MIGRATIONS = """
@@ -322,7 +332,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             # changes nothing. An insert already under way on another
             # connection while the view is created can miss both; rebuild()
             # repairs that.
-            "INSERT INTO flow_runs " + flow_runs_projection("events"),
+            Backfill("flow_runs", flow_runs_projection),
         ),
     ),
     # A custom event's name gets its own column (the Avro field event_name);

@@ -6,7 +6,7 @@ scheme and imports its driver only then. Consumers (the processor, the API,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -14,6 +14,10 @@ from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSu
 from dashfrog.schemas import Event
 from dashfrog.storage._avro import EncodedGroup, GroupResult
 from dashfrog.storage._dead_letters import DeadLetter
+
+# Called with (raw events projected so far, raw events in all) as a backfill
+# (a rebuild, or a schema upgrade that fills a new table) goes.
+Progress = Callable[[int, int], None]
 
 
 class Store(Protocol):
@@ -38,14 +42,15 @@ class Store(Protocol):
 
     # -- schema ------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Create or upgrade tables; safe to run any number of times."""
+    def migrate(self, progress: Progress | None = None) -> None:
+        """Create or upgrade tables; safe to run any number of times.
+        ``progress`` follows upgrades that backfill a table from the raw events."""
 
     def schema_version(self) -> int:
         """The highest migration applied."""
 
-    def rebuild(self) -> None:
-        """Re-project flows and steps from the raw events table."""
+    def rebuild(self, progress: Progress | None = None) -> None:
+        """Re-project flows and steps from the raw events table; ``progress`` follows it."""
 
     def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Record messages the processor could not write in ``dead_letters``
