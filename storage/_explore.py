@@ -13,9 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dashfrog._exceptions import QueryError
-from dashfrog._models import FlowFilter
+from dashfrog._models import FlowFilter, StatsFilter
 from dashfrog.storage._base import SqlStore
-from dashfrog.storage._queries import _flow_rows_sql, _micros, _ms, _stalled_before, _time
+from dashfrog.storage._queries import (
+    _flow_rows_sql,
+    _micros,
+    _ms,
+    _stalled_before,
+    _stats_sql,
+    _time,
+)
 
 # Bucket widths a time axis snaps to (seconds), so bucket edges fall on round times.
 BUCKET_STEPS_S: tuple[int, ...] = (
@@ -38,19 +45,13 @@ SELECT
     toInt64(countIf(status = 'failed')) AS n_failed,
     toInt64(count(duration_us)) AS n_timed,
     quantilesExact(0.5, 0.95, 0.99)(duration_us) AS q,
-    toInt64(min(started_us)) AS first_us,
-    toInt64(max(started_us)) AS last_us
+    -- bucket index i means [edges[i-1], edges[i]); 0 is >= the last edge
+    sumMapIf(
+        [toInt64(arrayFirstIndex(e -> duration_us < e, {edges:Array(Int64)}))],
+        [toInt64(1)],
+        duration_us IS NOT NULL
+    ) AS histogram
 FROM ({rows})
-"""
-
-# Bucket index i means [edges[i-1], edges[i]); 0 is >= the last edge.
-_HISTOGRAM = """
-SELECT
-    toInt64(arrayFirstIndex(e -> duration_us < e, {edges:Array(Int64)})) AS bucket,
-    toInt64(count()) AS n
-FROM ({rows})
-WHERE duration_us IS NOT NULL
-GROUP BY bucket
 """
 
 _FAILURES = """
@@ -87,8 +88,43 @@ def _unpaged(flt: FlowFilter) -> FlowFilter:
     return flt.model_copy(update={"cursor": None})
 
 
+# The columns the chart queries read, from the stats projection: one row per
+# flow, the same values the flow list derives from ``flows`` (outcome from the
+# flow's end, start falling back to the first event, duration from the end).
+_RUNS_AS_ROWS = """
+SELECT
+    tenant,
+    flow_id,
+    multiIf(outcome_ = 2, 'failed', outcome_ = 1, 'success', 'running') AS status,
+    stalled_ AS stalled,
+    started_us_ AS started_us,
+    duration_us_ AS duration_us
+FROM ({runs})
+WHERE {status}
+"""
+
+
 def _rows(store: SqlStore, flt: FlowFilter, params: dict[str, Any], now: datetime | None) -> str:
-    return _flow_rows_sql(_unpaged(flt), params, _stalled_before(store.stalled_after_s, now))
+    """One row per flow matching ``flt`` (status, stalled, started_us, duration_us).
+
+    Without a label filter the rows come from ``flow_runs``, the narrow
+    projection stats read (about 3x faster over 100k flows than merging
+    ``flows``); labels live only in ``flows``, so a label filter reads the
+    flow list's own SQL.
+    """
+    stalled_before = _stalled_before(store.stalled_after_s, now)
+    if flt.labels:
+        return _flow_rows_sql(_unpaged(flt), params, stalled_before)
+    stats = StatsFilter.parse(tenant=flt.tenant, name=flt.name, since=flt.since, until=flt.until)
+    runs = _stats_sql(stats, params, stalled_before).runs
+    if flt.status is None:
+        status = "1"
+    elif flt.status == "stalled":
+        status = "stalled"
+    else:
+        params["status_filter"] = flt.status
+        status = "status = {status_filter:String}"
+    return _RUNS_AS_ROWS.replace("{runs}", runs).replace("{status}", status)
 
 
 def flow_overview(
@@ -98,13 +134,17 @@ def flow_overview(
     failures per step over every flow matching ``flt`` (limit and cursor ignored)."""
     params: dict[str, Any] = {}
     rows = _rows(store, flt, params, now)
-    (row,) = store._query(_OVERVIEW.replace("{rows}", rows), params)
     edges = list(HISTOGRAM_EDGES_US)
-    counts = {
-        r["bucket"]: r["n"]
-        for r in store._query(_HISTOGRAM.replace("{rows}", rows), {**params, "edges": edges})
-    }
-    failures = store._query(_FAILURES.replace("{rows}", rows), params)
+    (row,) = store._query(_OVERVIEW.replace("{rows}", rows), {**params, "edges": edges})
+    keys, values = row["histogram"]
+    counts = {int(k): int(v) for k, v in zip(keys, values, strict=True)}
+    if flt.labels or flt.status is not None:
+        failures = store._query(_FAILURES.replace("{rows}", rows), params)
+    else:  # exactly GET /api/stats' failures, read by its key columns (~3x faster)
+        stats_params: dict[str, Any] = {}
+        stats = StatsFilter.parse(tenant=flt.tenant, name=flt.name, since=flt.since, until=flt.until)
+        sql = _stats_sql(stats, stats_params, _stalled_before(store.stalled_after_s, now))
+        failures = store._query(sql.failures, stats_params)
     finished = row["n_succeeded"] + row["n_failed"]
     quantiles = [_ms(v) for v in row["q"]] if row["n_timed"] else [None, None, None]
     return {

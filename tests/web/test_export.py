@@ -238,6 +238,15 @@ def test_overview_follows_status_and_label_filters(store: Any, server: Server) -
         in_bucket = [d for d in timed if b["lo_ms"] <= d and (b["hi_ms"] is None or d < b["hi_ms"])]
         assert b["count"] == len(in_bucket), b
     assert {b["lo_ms"] for b in hist if b["count"]} == {2.0, 20.0, 200.0, 2000.0}
+    # Read from the stats projection (no label filter) or from flows (labels): the same numbers.
+    parts = [get(server, "/api/stats/overview", labels=json.dumps({"env": env})).json() for env in ("prod", "staging")]
+    for key in ("runs", "running", "succeeded", "failed"):
+        assert parts[0][key] + parts[1][key] == everything[key], key
+    merged: dict[float, int] = {}
+    for part in parts:
+        for b in part["histogram"]:
+            merged[b["lo_ms"]] = merged.get(b["lo_ms"], 0) + b["count"]
+    assert {k: v for k, v in merged.items() if v} == {b["lo_ms"]: b["count"] for b in hist if b["count"]}
     # A tenant token's numbers are its tenant's.
     scoped = get(server, "/api/stats/overview", token="acme-secret").json()
     assert scoped["runs"] == len(matching(store, tenant="acme-corp"))
