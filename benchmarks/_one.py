@@ -19,7 +19,9 @@ def main(argv: list[str]) -> int:
     quick = "--quick" in argv[2:]
     bench = BENCHMARKS[name]
     try:
-        rows: list[Row] = importlib.import_module(bench.module).run(quick)
+        # "package.module" runs its run(); "package.module:function" names another entry.
+        module, _, function = bench.module.partition(":")
+        rows: list[Row] = getattr(importlib.import_module(module), function or "run")(quick)
         code = 0
     except Exception as exc:
         traceback.print_exc()

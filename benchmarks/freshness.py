@@ -42,6 +42,13 @@ PROBE_STEP = "store"
 POLL_S = 0.1
 WINDOW_S = 5.0
 
+# The concurrent-query row: a user query that would run for hours, stopped by
+# its time limit after HEAVY_S, starting HEAVY_AT seconds into the load.
+HEAVY_S = 20.0
+HEAVY_AT = 28.0
+HEAVY_SQL = "SELECT count() AS n FROM numbers(100000000000000) WHERE sipHash64(number) % 1000 = 7"
+CONCURRENT_TARGET = "p99 ≤ 1.5x without"
+
 # Flow ids start with their creation time in hex milliseconds and the steps
 # table is ordered by (tenant, flow_id): the lower bound on flow_id keeps each
 # poll to the recent granules.
@@ -153,7 +160,12 @@ async def _start(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict[str, Any]:
+async def measure(
+    bootstrap: str, prefix: str, seconds: float, tmp: str, heavy_at: float | None = None
+) -> dict[str, Any]:
+    """Run the load and record when each probe became visible; with ``heavy_at``,
+    a user SQL query (``HEAVY_SQL`` under a ``HEAVY_S`` time limit) starts that
+    many seconds into the load, through ``dashfrog.query.sql`` like any user's."""
     from dashfrog import query
     from dashfrog._settings import Settings
     from dashfrog.storage import open_store
@@ -180,6 +192,16 @@ async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict
     loop = asyncio.get_running_loop()
     seen: dict[str, float] = {}  # step id → when the poller first saw it
     poll_times: list[float] = []
+    heavy: dict[str, Any] = {}
+
+    def heavy_query() -> None:
+        heavy["started"] = time.time()
+        try:
+            query.sql(HEAVY_SQL)
+            heavy["outcome"] = "finished"
+        except Exception as exc:  # the time limit stops it: that is the plan
+            heavy["outcome"] = f"{type(exc).__name__}: {str(exc)[:80]}"
+        heavy["ended"] = time.time()
 
     def poll() -> None:
         since_id = f"{int((time.time() - WINDOW_S) * 1000):012x}"
@@ -211,9 +233,13 @@ async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict
             str(PROBE_EVERY),
         )
         gen_done = asyncio.create_task(gen.communicate())
+        load_started = time.monotonic()
+        heavy_task: asyncio.Future[None] | None = None
         report: dict[str, Any] | None = None
         tail_deadline = 0.0
         while True:
+            if heavy_at is not None and heavy_task is None and time.monotonic() - load_started >= heavy_at:
+                heavy_task = loop.run_in_executor(None, heavy_query)
             await loop.run_in_executor(None, poll)
             if processor.crashed:
                 raise RuntimeError(f"processor crashed: {processor.crash_reason!r}")
@@ -228,6 +254,8 @@ async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict
             await asyncio.sleep(POLL_S)
         out, _ = await asyncio.wait_for(watcher.communicate(b""), 30)
         transport: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+        if heavy_task is not None:
+            await heavy_task
     finally:
         if watcher.returncode is None:
             watcher.kill()
@@ -248,6 +276,7 @@ async def measure(bootstrap: str, prefix: str, seconds: float, tmp: str) -> dict
         if timed._encoded_writes
         else "store.insert_events (decoded events)",
         "batch_wait": settings.processor_batch_wait_s,
+        "heavy": heavy,
     }
 
 
@@ -330,6 +359,60 @@ def run(quick: bool) -> list[Row]:
             p99 / b99,
             TARGET,
             p99 <= 1.0 and unseen == 0 and impossible == 0,
+            notes,
+        )
+    ]
+
+
+def run_during_query(quick: bool) -> list[Row]:
+    """Freshness p99 while a user query runs for 20 s, against freshness p99
+    without it, in the same run: the same store, processor and load, the
+    probes split by whether their step exited during the query."""
+    quiet_logs()
+    heavy_s = 3.0 if quick else HEAVY_S  # quick: the same measurement, too short to mean much
+    heavy_at = 4.0 if quick else HEAVY_AT
+    warmup = 1.0 if quick else 5.0
+    seconds = heavy_at + heavy_s + (2.0 if quick else 4.0)
+    os.environ["DASHFROG_SQL_MAX_EXECUTION_S"] = str(heavy_s)  # the store reads it when opened
+    tmp = os.environ.get("DASHFROG_BENCH_TMP") or os.getcwd()
+    with broker() as running:
+        result = asyncio.run(
+            measure(running.bootstrap, unique_prefix("freshq"), seconds, tmp, heavy_at=heavy_at)
+        )
+    committed, seen, heavy = result["committed"], result["seen"], result["heavy"]
+    if "started" not in heavy:
+        raise RuntimeError("the concurrent query never started")
+    first = min(exit_ for exit_, _, _ in committed.values())
+
+    def delay(s: str) -> float:
+        return min(committed[s][2], seen.get(s, committed[s][2])) - committed[s][0]
+
+    # Steps that exited before the query (after the warm-up), and while it ran.
+    before = [delay(s) for s, (x, _, _) in committed.items() if first + warmup <= x < heavy["started"]]
+    during = [delay(s) for s, (x, _, _) in committed.items() if heavy["started"] <= x < heavy["ended"]]
+    if not before or not during:
+        raise RuntimeError(f"too few probes: {len(before)} before the query, {len(during)} during it")
+    p99_before, p99_during = percentile(before, 0.99), percentile(during, 0.99)
+    ratio = p99_during / p99_before
+    ran = heavy["ended"] - heavy["started"]
+    notes = [
+        f"same run: {RATE:,} events/s from a separate SDK process, one processor writing to chDB; "
+        f"at {heavy_at:.0f} s into the load, `dashfrog.query.sql` runs `{HEAVY_SQL}` under "
+        f"DASHFROG_SQL_MAX_EXECUTION_S={heavy_s:g} (ran {ran:.1f} s, {heavy.get('outcome')})",
+        f"{len(before):,} probe steps exited before it (first {warmup:.0f} s left out): p50 "
+        f"{fmt_ms(percentile(before, 0.5))}, p99 {fmt_ms(p99_before)}; {len(during):,} while it ran: "
+        f"p50 {fmt_ms(percentile(during, 0.5))}, p99 {fmt_ms(p99_during)}",
+        f"the store's writes use their own chDB connection, user SQL its own readers; "
+        f"polled through dashfrog.query.sql every {POLL_S * 1e3:.0f} ms (p50 {fmt_ms(result['poll_p50'])})",
+    ]
+    return [
+        Row(
+            "freshness during a 20 s query",
+            f"p50 {fmt_ms(percentile(during, 0.5))}, p99 {fmt_ms(p99_during)}",
+            f"without it: p50 {fmt_ms(percentile(before, 0.5))}, p99 {fmt_ms(p99_before)}",
+            ratio,
+            CONCURRENT_TARGET,
+            ratio <= 1.5,
             notes,
         )
     ]

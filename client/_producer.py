@@ -48,9 +48,8 @@ _KEY_HASH_CACHE = 65_536
 _EVENT_OVERHEAD = 192
 # Partition keys of ``metrics`` events (dashfrog.metrics) start with this; flow
 # ids are hex. Each such event leaves in a message of its own, marked with
-# METRICS_HEADER, so a processor can route it without decoding every message.
+# schemas.METRICS_HEADER, so a processor routes it without decoding every message.
 METRICS_KEY_PREFIX = "dashfrog-metrics/"
-METRICS_HEADER = ("dashfrog-content", b"metrics")
 
 
 # A queued event: its flow id (the partition key) and its Avro encoding.
@@ -395,7 +394,7 @@ class Sender:
             flow_id = item[0]
             if flow_id.startswith(METRICS_KEY_PREFIX):
                 h = murmur2(flow_id.encode()) & 0x7FFFFFFF
-                sends.append(([item], await self._send(producer, partitions[h % n], [item], METRICS_HEADER)))
+                sends.append(([item], await self._send(producer, partitions[h % n], [item], schemas.METRICS_HEADER)))
                 continue
             h = hashes.get(flow_id)
             if h is None:

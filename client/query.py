@@ -9,6 +9,7 @@
     detail = query.flow(flow_id)
     query.stats(tenant="acme-corp", name="data_import").success_rate
     query.sql("SELECT tenant, count() FROM flows GROUP BY tenant").to_pandas()
+    query.metric("api_calls", tenant="acme-corp", since=timedelta(hours=6), step="5m").to_pandas()
 
 Where the answers come from, first match wins:
 
@@ -26,6 +27,10 @@ HTTP contract (the models' JSON, ``model_dump(mode="json")``):
 - ``GET /api/flows/{flow_id}?tenant=`` → :class:`FlowDetail`, 404 when unknown
 - ``GET /api/stats?tenant=&name=&since=&until=`` → :class:`FlowStats`
 - ``POST /api/sql`` with ``{"sql": "...", "params": {...}}`` → :class:`SqlResult`
+- ``GET /api/metrics?tenant=`` → :class:`MetricList`
+- ``GET /api/metrics/{name}?tenant=&labels=<JSON object>&since=&until=&step=<seconds>&group_by=a,b``
+  → :class:`MetricSeries`, 404 when the metric has no points (in the tenant)
+- ``GET /api/metrics/{name}/ratio?where=<JSON object>&...`` (same parameters) → :class:`MetricRatio`
 - invalid filters or SQL: 400 with ``{"detail": "reason"}``, raised here as QueryError.
 
 Requests carry ``Authorization: Bearer DASHFROG_ADMIN_TOKEN`` when that is set.
@@ -44,6 +49,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dashfrog._exceptions import DashfrogError, QueryError
+from dashfrog._metric_models import (
+    MetricFilter,
+    MetricInfo,
+    MetricList,
+    MetricRatio,
+    MetricRow,
+    MetricSeries,
+    RatioRow,
+)
 from dashfrog._models import (
     ErrorInfo,
     FlowDetail,
@@ -72,6 +86,9 @@ class _Backend(Protocol):
     def flow(self, flow_id: str, tenant: str | None) -> FlowDetail | None: ...
     def stats(self, flt: StatsFilter) -> FlowStats: ...
     def sql(self, sql: str, params: Mapping[str, Any] | None) -> SqlResult: ...
+    def metrics(self, tenant: str | None) -> MetricList: ...
+    def metric(self, flt: MetricFilter) -> MetricSeries | None: ...
+    def metric_ratio(self, flt: MetricFilter) -> MetricRatio | None: ...
 
 
 class _StoreBackend:
@@ -90,6 +107,21 @@ class _StoreBackend:
     def sql(self, sql: str, params: Mapping[str, Any] | None) -> SqlResult:
         rows = self.store.select(sql, params)
         return SqlResult(columns=list(rows[0]) if rows else [], rows=rows)
+
+    def metrics(self, tenant: str | None) -> MetricList:
+        from dashfrog.storage import list_metrics
+
+        return list_metrics(self.store, tenant)
+
+    def metric(self, flt: MetricFilter) -> MetricSeries | None:
+        from dashfrog.storage import metric_series
+
+        return metric_series(self.store, flt)
+
+    def metric_ratio(self, flt: MetricFilter) -> MetricRatio | None:
+        from dashfrog.storage import metric_ratio
+
+        return metric_ratio(self.store, flt)
 
 
 class _HttpBackend:
@@ -114,7 +146,7 @@ class _HttpBackend:
             with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            if exc.code == 404 and path.startswith("/api/flows/"):
+            if exc.code == 404 and path.startswith(("/api/flows/", "/api/metrics/")):
                 return None
             detail = _error_detail(exc)
             if exc.code in (400, 422):
@@ -142,6 +174,18 @@ class _HttpBackend:
     def sql(self, sql: str, params: Mapping[str, Any] | None) -> SqlResult:
         body = {"sql": sql, "params": dict(params or {})}
         return SqlResult.model_validate(self._request("/api/sql", body=body))
+
+    def metrics(self, tenant: str | None) -> MetricList:
+        return MetricList.model_validate(self._request("/api/metrics", {"tenant": tenant} if tenant else None))
+
+    def metric(self, flt: MetricFilter) -> MetricSeries | None:
+        found = self._request("/api/metrics/" + urllib.parse.quote(flt.name, safe=""), flt.query_params())
+        return None if found is None else MetricSeries.model_validate(found)
+
+    def metric_ratio(self, flt: MetricFilter) -> MetricRatio | None:
+        path = "/api/metrics/" + urllib.parse.quote(flt.name, safe="") + "/ratio"
+        found = self._request(path, flt.query_params())
+        return None if found is None else MetricRatio.model_validate(found)
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
@@ -244,6 +288,70 @@ def sql(query: str, params: Mapping[str, Any] | None = None) -> SqlResult:
     return _backend().sql(query, params)
 
 
+def metrics(tenant: str | None = None) -> MetricList:
+    """Declared metrics with kind, pretty name, unit and labels (those with
+    points in ``tenant`` when given)."""
+    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+        raise QueryError("tenant must be a non-empty string or None")
+    return _backend().metrics(tenant)
+
+
+def metric(
+    name: str,
+    tenant: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    step: str | int | timedelta = "1m",
+    group_by: list[str] | str | None = None,
+) -> MetricSeries:
+    """One metric in time buckets of ``step`` (whole minutes: "1m", "5m", "1h").
+
+    Rows hold, for a counter, ``total`` and ``rate`` (per second); for a
+    histogram, ``count``, ``sum``, ``avg``, ``min``, ``max`` and ``p50``/``p95``/
+    ``p99`` (within ``error_bound``, see MetricSeries); for a gauge, ``last``,
+    ``min`` and ``max``. ``labels`` must all match; ``group_by`` splits rows
+    by label values (or ``"tenant"``). ``since`` defaults to an hour before
+    ``until`` (default now). Raises QueryError for an unknown metric.
+    """
+    flt = MetricFilter.parse(
+        name=name, tenant=tenant, labels=labels, since=since, until=until, step=step, group_by=group_by
+    )
+    found = _backend().metric(flt)
+    if found is None:
+        raise QueryError(_unknown(name, tenant))
+    return found
+
+
+def metric_ratio(
+    name: str,
+    where: Mapping[str, str],
+    tenant: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    step: str | int | timedelta = "1m",
+    group_by: list[str] | str | None = None,
+) -> MetricRatio:
+    """Per bucket, the share of a counter's total (a histogram's count) whose
+    labels match ``where``, e.g. ``where={"status": "500"}`` for an error rate."""
+    flt = MetricFilter.parse(
+        name=name, where=where, tenant=tenant, labels=labels, since=since, until=until, step=step,
+        group_by=group_by,
+    )  # fmt: skip
+    if not flt.where:
+        raise QueryError('metric_ratio needs where={"label": "value"}: the share to compute')
+    found = _backend().metric_ratio(flt)
+    if found is None:
+        raise QueryError(_unknown(name, tenant))
+    return found
+
+
+def _unknown(name: str, tenant: str | None) -> str:
+    scope = f" for tenant {tenant!r}" if tenant else ""
+    return f"no metric named {name!r} has points{scope}; query.metrics() lists the known ones"
+
+
 __all__ = [
     "ErrorInfo",
     "FlowDetail",
@@ -252,12 +360,22 @@ __all__ = [
     "FlowList",
     "FlowStats",
     "FlowSummary",
+    "MetricFilter",
+    "MetricInfo",
+    "MetricList",
+    "MetricRatio",
+    "MetricRow",
+    "MetricSeries",
+    "RatioRow",
     "SqlResult",
     "StatsFilter",
     "StepFailureCount",
     "StepRecord",
     "flow",
     "flows",
+    "metric",
+    "metric_ratio",
+    "metrics",
     "sql",
     "stats",
     "use_store",

@@ -23,11 +23,14 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from dashfrog._exceptions import SchemaError
-from dashfrog.schemas._event import EVENT_KINDS, SCHEMA_JSON, Event
+from dashfrog.schemas._event import EVENT_KINDS, METRICS_KIND, SCHEMA_JSON, Event
 from dashfrog.schemas._writer import batch_body, encode_event
 
 MAGIC = b"\xc3\x01"
 SCHEMA_HEADER = "dashfrog-schema"
+# Marks a message holding one ``metrics`` event: a processor decodes those
+# itself (they are few) and writes their points to the metric tables.
+METRICS_HEADER: tuple[str, bytes] = ("dashfrog-content", b"metrics")
 # ``retried``: a step attempt that raised a retry (it runs again); never a flow's end.
 STATUSES = ("success", "failed", "retried")
 FLOW_STATUSES = ("success", "failed")
@@ -142,6 +145,9 @@ def decode(value: bytes, headers: Mapping[str, bytes] | None = None) -> list[Eve
 def validate(event: Event) -> None:
     """Check what Avro cannot: kinds, statuses and required ids. Raises SchemaError."""
     kind = event.get("kind")
+    if kind == METRICS_KIND:
+        _validate_metrics(event)
+        return
     if kind not in EVENT_KINDS:
         raise SchemaError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
     for field in ("event_id", "flow_id", "tenant", "flow_name"):
@@ -153,3 +159,34 @@ def validate(event: Event) -> None:
     if kind.endswith("_ended") and event.get("status") not in allowed:
         also = "" if kind == "flow_ended" else " (or retried: an attempt that runs again)"
         raise SchemaError(f"{kind} event has status {event.get('status')!r}; expected success or failed{also}")
+
+
+METRIC_KINDS = ("counter", "histogram", "gauge")
+# The SDK keeps at most 160 buckets a side between scales -10 and 20.
+_MAX_BUCKETS = 4096
+_SCALES = range(-10, 21)
+
+
+def _validate_metrics(event: Event) -> None:
+    """A ``metrics`` event: an id and a key, and points a store can project."""
+    for field in ("event_id", "flow_id"):
+        if not event.get(field):
+            raise SchemaError(f"metrics event has an empty {field}")
+    metrics = event.get("metrics") or []
+    if not metrics:
+        raise SchemaError("metrics event has no metrics")
+    for metric in metrics:
+        name = metric.get("name")
+        if not name:
+            raise SchemaError("metrics event has a metric with an empty name")
+        if metric.get("kind") not in METRIC_KINDS:
+            raise SchemaError(
+                f"metric {name!r} has kind {metric.get('kind')!r}; expected one of {', '.join(METRIC_KINDS)}"
+            )
+        for point in metric.get("points") or []:
+            if not point.get("point_id") or not point.get("tenant"):
+                raise SchemaError(f"metric {name!r} has a point with an empty point_id or tenant")
+            if point.get("scale", 0) not in _SCALES:
+                raise SchemaError(f"metric {name!r} has a point at scale {point.get('scale')}, outside -10..20")
+            if len(point.get("positive") or ()) > _MAX_BUCKETS or len(point.get("negative") or ()) > _MAX_BUCKETS:
+                raise SchemaError(f"metric {name!r} has a point with more than {_MAX_BUCKETS} buckets")

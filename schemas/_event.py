@@ -16,6 +16,44 @@ from typing import Any, Literal, TypedDict, get_args
 
 Kind = Literal["flow_started", "flow_ended", "step_started", "step_ended", "flow_event"]
 EVENT_KINDS: tuple[Kind, ...] = get_args(Kind)
+# The kind of an event carrying metric points (``metrics``) instead of a
+# lifecycle change; it never reaches the events table.
+MetricsKind = Literal["metrics"]
+METRICS_KIND: MetricsKind = "metrics"
+# The Event field that carries them.
+METRICS_FIELD = "metrics"
+
+
+class MetricPoint(TypedDict):
+    """One series' aggregate over one interval (the Avro ``MetricPoint`` record)."""
+
+    point_id: str
+    tenant: str
+    labels: dict[str, str]
+    start: int
+    time: int
+    value: float
+    count: int
+    sum: float
+    min: float
+    max: float
+    scale: int
+    zero_count: int
+    positive_offset: int
+    positive: list[int]
+    negative_offset: int
+    negative: list[int]
+
+
+class Metric(TypedDict):
+    """The points of one metric (the Avro ``Metric`` record)."""
+
+    name: str
+    kind: str  # counter, histogram or gauge
+    pretty_name: str
+    unit: str
+    label_names: list[str]
+    points: list[MetricPoint]
 
 
 class Event(TypedDict):
@@ -25,7 +63,7 @@ class Event(TypedDict):
     """
 
     event_id: str
-    kind: Kind
+    kind: Kind | MetricsKind
     flow_id: str
     tenant: str
     flow_name: str
@@ -43,6 +81,7 @@ class Event(TypedDict):
     span_id: str | None
     sdk_version: str
     event_name: str | None
+    metrics: list[Metric]
 
 
 SCHEMA_JSON: str = resources.files("dashfrog.schemas").joinpath("event_batch.avsc").read_text()
@@ -88,5 +127,7 @@ def make_event(
 
 
 def _fresh(value: Any) -> Any:
-    # Defaults of map type are {}: each event gets its own.
-    return dict(value) if isinstance(value, dict) else value
+    # Defaults of map and array type are {} and []: each event gets its own.
+    if isinstance(value, dict):
+        return dict(value)
+    return list(value) if isinstance(value, list) else value

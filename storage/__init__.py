@@ -16,6 +16,7 @@ from dashfrog.storage._avro import (
 from dashfrog.storage._base import SqlStore
 from dashfrog.storage._dead_letters import DeadLetter
 from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
+from dashfrog.storage._metrics import list_metrics, metric_info, metric_ratio, metric_series
 from dashfrog.storage._sqlcheck import QueryLimitError, SqlLimits
 from dashfrog.storage._store import Progress, Store
 
@@ -81,5 +82,9 @@ __all__ = [
     "flow_overview",
     "flow_timeseries",
     "group_suffix",
+    "list_metrics",
+    "metric_info",
+    "metric_ratio",
+    "metric_series",
     "open_store",
 ]

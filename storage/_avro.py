@@ -250,6 +250,8 @@ def _field_exprs(present: set[str], defaults: dict[str, Any]) -> dict[str, str]:
             out[name] = "map()"
         elif isinstance(default, str):
             out[name] = "'" + default.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        elif name == schemas.METRICS_FIELD and default == []:
+            out[name] = "[]"  # never read: metrics events are not written to events
         else:
             raise UnsupportedSchema(f"no SQL for the default of {name!r}", 0)
     return out
@@ -297,8 +299,8 @@ def _valid(f: dict[str, str]) -> str:
 def _utf8(f: dict[str, str]) -> str:
     checks: list[str] = []
     for name, expr in f.items():
-        if expr == "NULL" or not expr.startswith("e."):
-            continue  # defaults are valid text
+        if expr == "NULL" or not expr.startswith("e.") or name == schemas.METRICS_FIELD:
+            continue  # defaults are valid text; metric points are not written here
         if name == "error":
             checks += [f"isValidUTF8(ifNull({expr}.{part}, ''))" for part in _ERROR_PARTS]
         elif name in ("labels", "attributes"):

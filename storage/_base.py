@@ -21,7 +21,7 @@ from dashfrog._exceptions import DashfrogError, QueryError, SchemaError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
-from dashfrog.storage import _queries
+from dashfrog.storage import _metrics, _queries
 from dashfrog.storage._arrow import events_to_arrow
 from dashfrog.storage._avro import EncodedGroup, GroupResult, MalformedEventsError, group_suffix
 from dashfrog.storage._dead_letters import DeadLetter
@@ -158,7 +158,19 @@ class SqlStore(abc.ABC):
         """
         if not events:
             return
+        if any(e["kind"] == schemas.METRICS_KIND for e in events):
+            # Metric points have their own tables and projection.
+            self.insert_metrics([e for e in events if e["kind"] == schemas.METRICS_KIND], token)
+            events = [e for e in events if e["kind"] != schemas.METRICS_KIND]
+            if not events:
+                return
         self._insert(events_to_arrow(events), token)
+
+    def insert_metrics(self, events: Sequence[Event], token: str) -> int:
+        """Write the points of ``metrics`` events and re-project the minutes
+        they fall in; the number of points. Writing a point again (any token)
+        changes nothing that queries return."""
+        return _metrics.write_points(self._execute, events, f"{token}-metrics")
 
     def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
         """Write the events of undecoded messages; one result per group, in order.
@@ -248,6 +260,7 @@ class SqlStore(abc.ABC):
         for table, _ in _projections():
             self._execute(f"TRUNCATE TABLE IF EXISTS {table}")
         self._backfill(_projections(), progress)
+        _metrics.rebuild(self._execute)
 
     def _backfill(
         self, targets: Sequence[tuple[str, Callable[[str], str]]], progress: Progress | None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dashfrog import schemas
+from dashfrog.storage import _metrics
 
 # Neutral elements for tuple min/max: a row that is not about an error or a
 # step start must never win those aggregates. UInt64 max is later than any
@@ -36,6 +37,8 @@ def _event_columns() -> tuple[str, ...]:
     for name in schemas.EVENT_FIELDS:
         if name == "error":
             columns += ["has_error", "error_type", "error_message", "error_stack"]
+        elif name == schemas.METRICS_FIELD:
+            continue  # metric points go to metric_points (see storage._metrics)
         else:
             columns.append(name)
     return tuple(columns)
@@ -339,6 +342,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # rows written before it keep the name in step_name, and readers fall back.
     Migration(8, "events.event_name", ("ALTER TABLE events ADD COLUMN IF NOT EXISTS event_name String DEFAULT ''",)),
     Migration(5, "dead_letters", (_DEAD_LETTERS,)),
+    # Metric points (raw, one row per point id once merged) and the catalog of
+    # declared metrics; then the per-minute projection (see storage._metrics).
+    Migration(6, "metric_points", _metrics.MIGRATION_6),
+    Migration(7, "metric_minutes", _metrics.MIGRATION_7),
 )
 
 # Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.
@@ -348,6 +355,7 @@ TTL_COLUMNS: dict[str, str] = {
     "flows": "toDateTime(last_activity)",
     "steps": "toDateTime(last_activity)",
     "flow_runs": "toDateTime(last_activity)",
+    **_metrics.TTL_COLUMNS,
 }
 
 

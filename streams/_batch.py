@@ -141,9 +141,13 @@ def inspect_message(
     The body is decoded later by the store's engine (``insert_encoded``). A
     message that is not Avro single-object encoded, or whose writer schema is
     unknown and not in its headers, gets a DLQ reason here, as in
-    :func:`decode_message`.
+    :func:`decode_message`. A message marked as metrics (``schemas.METRICS_HEADER``)
+    is decoded here instead: one per SDK process and interval, its points go to
+    the metric tables through ``insert_events``.
     """
     header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    if schemas.METRICS_HEADER in header_list:
+        return decode_message(topic, partition, offset, key, value, header_list)
     out = Decoded(topic, partition, offset, [], key=key, headers=header_list, size=len(value or b""))
     data = value or b""
     if len(data) < _AVRO_PREFIX or data[:2] != schemas_magic:

@@ -205,6 +205,11 @@ class Processor:
                 await self._dead_letter(item)
         token = dedup_token(offset_ranges(batch))
         written = 0
+        # Messages decoded on arrival (metrics, see inspect_message) carry their events.
+        decoded = [event for item in batch for event in item.events]
+        if decoded:
+            await self._durably("insert", self.store.insert_events, decoded, f"{token}-decoded")
+            written += len(decoded)
         raw = [item for item in batch if item.value is not None]
         if raw:
             written = await self._write_encoded(raw, token)

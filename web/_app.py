@@ -30,6 +30,7 @@ from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized
 from dashfrog.web._dead_letters import dead_letters_router
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
+from dashfrog.web._metrics import metrics_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -244,6 +245,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(export_router(store, auth, runner))
     app.include_router(dead_letters_router(store, auth, runner))
+    app.include_router(metrics_router(store, auth, runner))
 
     @app.post("/api/sql")
     async def sql(

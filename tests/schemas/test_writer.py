@@ -42,6 +42,42 @@ OPTIONAL = {
     "span_id": optional_text,
     "sdk_version": text,
     "event_name": optional_text,
+    # Nested records with every field: the round trip compares whole values.
+    "metrics": st.lists(
+        st.fixed_dictionaries(
+            {
+                "name": text,
+                "kind": text,
+                "pretty_name": text,
+                "unit": text,
+                "label_names": st.lists(text, max_size=3),
+                "points": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "point_id": text,
+                            "tenant": text,
+                            "labels": maps,
+                            "start": longs,
+                            "time": longs,
+                            "value": st.floats(allow_nan=False),
+                            "count": longs,
+                            "sum": st.floats(allow_nan=False),
+                            "min": st.floats(allow_nan=False),
+                            "max": st.floats(allow_nan=False),
+                            "scale": st.integers(-(2**31), 2**31 - 1),
+                            "zero_count": longs,
+                            "positive_offset": st.integers(-(2**31), 2**31 - 1),
+                            "positive": st.lists(longs, max_size=5),
+                            "negative_offset": st.integers(-(2**31), 2**31 - 1),
+                            "negative": st.lists(longs, max_size=5),
+                        }
+                    ),
+                    max_size=3,
+                ),
+            }
+        ),
+        max_size=2,
+    ),
 }
 events = st.fixed_dictionaries(REQUIRED, optional=OPTIONAL)
 

@@ -1,0 +1,155 @@
+"""Metrics end to end on the real parts: the SDK's sender, a tansu broker, the
+processor, chDB, and dashfrog.query.metric."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dashfrog
+from dashfrog import metrics, query, schemas
+from dashfrog._exceptions import QueryError
+from dashfrog._settings import Settings, set_settings
+from tests.streams._helpers import read_all, running, send_raw, wait_for
+
+PARTITIONS = 3
+
+
+@pytest.fixture
+def settings(broker: str, topic_prefix: str) -> Iterator[Settings]:
+    """Processor settings; the SDK in this process sends to the same topics
+    and exports metrics every second."""
+    dashfrog.setup(
+        kafka_bootstrap=broker,
+        topic_prefix=topic_prefix,
+        service_name="metrics-test",
+        linger_ms=5,
+        metrics_interval_s=1.0,
+    )
+    try:
+        yield Settings(
+            kafka_bootstrap=broker,
+            topic_prefix=topic_prefix,
+            topic_partitions=PARTITIONS,
+            processor_group=f"{topic_prefix}processor",
+            rebalance_timeout_s=2.0,
+            processor_batch_wait_s=0.05,
+        )
+    finally:
+        dashfrog.shutdown(5)
+        set_settings(None)
+
+
+@pytest.fixture(scope="module")
+def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One chDB store for the module: chDB allows one open session per process."""
+    from dashfrog.storage import open_store
+
+    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    store.migrate()
+    query.use_store(store)
+    try:
+        yield store
+    finally:
+        query.use_store(None)
+        store.close()
+
+
+def total(name: str, **labels: str) -> float:
+    try:
+        found = query.metric(name, since=timedelta(minutes=10), labels=labels or None, step="10m")
+    except QueryError:  # no points yet
+        return 0.0
+    return sum(r.total or 0 for r in found)
+
+
+async def test_recorded_values_reach_query_metric_through_the_pipeline(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    api_calls = metrics.Counter("pipeline_api_calls", labels=["method", "status"], pretty_name="API Calls", unit="count")
+    duration = metrics.Histogram("pipeline_duration", labels=["endpoint"], unit="seconds")
+    samples: list[float] = []
+
+    def quota(timeout_seconds: int) -> Iterator[metrics.GaugeValue]:
+        yield metrics.GaugeValue(value=420, tenant="acme-corp", labels={"env": "prod"})
+
+    metrics.Gauge("pipeline_quota", labels=["env"], unit="requests").set_periodically(1, quota)
+    async with running(settings, chdb_store, tmp_path) as processor:
+        for i in range(200):
+            api_calls.add(1, tenant="acme-corp", method="POST", status="500" if i % 4 == 0 else "200")
+            value = 0.01 * (i + 1)
+            samples.append(value)
+            duration.record(value, tenant="acme-corp", endpoint="/api/users")
+        api_calls.add(5, tenant="globex", method="GET", status="200")
+        # No flush: the SDK's interval export carries them.
+        await wait_for(lambda: total("pipeline_api_calls") == 205, 30, "the counter's points written")
+        found = query.metric("pipeline_duration", tenant="acme-corp", since=timedelta(minutes=10), step="10m")
+        (row,) = found.rows
+        assert row.count == 200 and row.sum == pytest.approx(sum(samples))
+        exact = sorted(samples)[99]
+        assert found.error_bound is not None and abs((row.p50 or 0) - exact) <= found.error_bound * exact + 1e-12
+        share = query.metric_ratio("pipeline_api_calls", where={"status": "500"}, tenant="acme-corp", since=timedelta(minutes=10), step="10m")
+        assert [r.ratio for r in share] == [0.25]
+        await wait_for(
+            lambda: any(r.last == 420 for r in query.metric("pipeline_quota", since=timedelta(minutes=10))),
+            30,
+            "the gauge's sample written",
+        )
+        listed = {m.name: m for m in query.metrics(tenant="acme-corp")}
+        assert listed["pipeline_api_calls"].pretty_name == "API Calls"
+        assert listed["pipeline_api_calls"].labels == ["method", "status"]
+        assert listed["pipeline_quota"].kind == "gauge"
+        assert processor.stats.dead_lettered == 0
+    stats = dashfrog.stats()
+    assert stats["metrics_points_queued"] > 0 and stats["metrics_points_dropped"] == 0
+
+
+async def test_metrics_travel_alone_and_redelivery_counts_nothing_twice(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    counter = metrics.Counter("pipeline_orders", labels=["plan"])
+    for i in range(30):
+        counter.add(2, tenant="acme-corp", plan="pro" if i % 3 else "free")
+    with dashfrog.flow.start(name="checkout", tenant="acme-corp"):
+        pass
+    assert dashfrog.flush(10)
+    messages = await read_all(settings.bootstrap, settings.topic, 2)
+    (marked,) = [m for m in messages if schemas.METRICS_HEADER in list(m.headers)]
+    (batch,) = schemas.decode(marked.value, dict(marked.headers))
+    assert batch["kind"] == "metrics" and batch["tenant"] == ""
+    assert {p["labels"]["plan"]: p["value"] for m in batch["metrics"] for p in m["points"]} == {"pro": 40, "free": 20}
+    assert all(schemas.METRICS_HEADER not in list(m.headers) for m in messages if m is not marked)
+
+    async with running(settings, chdb_store, tmp_path / "first"):
+        await wait_for(lambda: total("pipeline_orders") == 60, 30, "the points written once")
+    # A second consumer group reads the topic again from the start (every
+    # message redelivered, cut into other batches), and the SDK's message is
+    # sent again as a producer retry would (another offset, same points).
+    await send_raw(settings.bootstrap, settings.topic, marked.value, key=marked.key, partition=marked.partition,
+                   headers=list(marked.headers))  # fmt: skip
+    replay = settings.model_copy(update={"processor_group": settings.processor_group + "-replay"})
+    async with running(replay, chdb_store, tmp_path / "replay") as processor:
+        await wait_for(lambda: processor.stats.messages >= len(messages) + 1, 30, "the replay written")
+    assert total("pipeline_orders") == 60
+    assert total("pipeline_orders", plan="free") == 20
+
+
+def test_a_malformed_metrics_message_is_refused_by_the_contract() -> None:
+    good = {
+        "event_id": "e1", "kind": "metrics", "flow_id": "dashfrog-metrics/x", "tenant": "", "flow_name": "",
+        "timestamp": int(datetime.now(UTC).timestamp() * 1e6),
+        "metrics": [{"name": "m", "kind": "counter", "points": [{"point_id": "p", "tenant": "t", "start": 0, "time": 1}]}],
+    }  # fmt: skip
+    schemas.validate(good)  # type: ignore[arg-type]
+    for broken, message in (
+        ({**good, "metrics": []}, "no metrics"),
+        ({**good, "metrics": [{**good["metrics"][0], "kind": "summary"}]}, "kind 'summary'"),
+        ({**good, "metrics": [{**good["metrics"][0], "points": [{"point_id": "p", "tenant": ""}]}]}, "empty point_id or tenant"),
+        ({**good, "flow_id": ""}, "empty flow_id"),
+    ):
+        with pytest.raises(dashfrog.SchemaError, match=message):
+            schemas.validate(broken)  # type: ignore[arg-type]
