@@ -32,6 +32,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("query", "benchmarks.query_latency", "query latency", "p50 ≤ 100 ms"),
         Benchmark("degraded", "benchmarks.degraded", "degraded mode", "≤ 2x / within bound"),
+        Benchmark("production", "benchmarks.production", "production shape", "≤ 0.5x CPU / takeover bounds"),
         Benchmark("cli", "benchmarks.cli_help", "dashfrog --help", "≤ 500 ms"),
+        Benchmark("charts", "benchmarks.charts", "chart queries", "≤ 4x stats"),
     )
 }

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(
         6.0, gt=0, description="Consumer group rebalance timeout of the processor."
     )
+    session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "A worker that stops heartbeating (killed, frozen) loses its partitions to the others after this long;"
+            " it heartbeats every tenth of it. Apache Kafka refuses values under its group.min.session.timeout.ms (6 s by default)."
+        ),
+    )
 
     # -- API ------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the API and UI listen on.")

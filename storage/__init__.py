@@ -13,7 +13,7 @@ from dashfrog.storage._avro import (
     UnsupportedSchema,
     group_suffix,
 )
-from dashfrog.storage._base import SqlStore
+from dashfrog.storage._base import SchemaOutdatedError, SqlStore
 from dashfrog.storage._dead_letters import DeadLetter
 from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
 from dashfrog.storage._metrics import list_metrics, metric_info, metric_ratio, metric_series
@@ -73,6 +73,7 @@ __all__ = [
     "MalformedEventsError",
     "Progress",
     "QueryLimitError",
+    "SchemaOutdatedError",
     "SqlLimits",
     "SqlStore",
     "Store",

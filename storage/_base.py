@@ -17,7 +17,7 @@ import fastavro
 import pyarrow as pa
 
 from dashfrog import schemas
-from dashfrog._exceptions import DashfrogError, QueryError, SchemaError
+from dashfrog._exceptions import DashfrogError, QueryError, SchemaError, StorageError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
@@ -55,6 +55,10 @@ USER_ERRORS = (
     "UNKNOWN_DATABASE",
     "ACCESS_DENIED",
 )
+
+class SchemaOutdatedError(StorageError):
+    """The store's schema is behind this release: run ``dashfrog migrate``."""
+
 
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.DOTALL)
 
@@ -149,6 +153,34 @@ class SqlStore(abc.ABC):
     def schema_version(self) -> int:
         rows = self._query("SELECT max(version) AS v FROM schema_migrations")
         return int(rows[0]["v"]) if rows else 0
+
+    # Embedded stores belong to the process that opens them, DDL included;
+    # a server's schema belongs to ``dashfrog migrate``.
+    embedded: bool = False
+
+    def pending_migrations(self) -> list[int]:
+        """Versions of MIGRATIONS not applied to this store (reads only)."""
+        try:
+            rows = self._query("SELECT version FROM schema_migrations")
+        except QueryError:  # no schema_migrations table: nothing applied yet
+            rows = []
+        applied = {int(r["version"]) for r in rows}
+        return sorted(m.version for m in MIGRATIONS if m.version not in applied)
+
+    def ensure_schema(self) -> None:
+        """What a long-running process does at start: an embedded store
+        migrates itself; on a server nothing but reads, so workers and the
+        API need no DDL rights, and a schema behind this release stops them
+        with SchemaOutdatedError."""
+        if self.embedded:
+            self.migrate()
+            return
+        pending = self.pending_migrations()
+        if pending:
+            raise SchemaOutdatedError(
+                f"the store's schema lacks migrations {pending}: run `dashfrog migrate` "
+                "(as a user with DDL rights) with this DashFrog version first"
+            )
 
     def insert_events(self, events: Sequence[Event], token: str) -> None:
         """Write ``events`` and project them; the same ``token`` again changes nothing.

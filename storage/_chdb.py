@@ -127,6 +127,8 @@ def _insert_settings(token: str) -> str:
 class ChdbStore(SqlStore):
     """Store on an embedded chDB database directory."""
 
+    embedded = True  # one owning process, which migrates it (see SqlStore.ensure_schema)
+
     def __init__(
         self,
         url: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -17,6 +17,19 @@ import clickhouse_connect
 import pyarrow as pa
 
 from dashfrog._exceptions import ConfigurationError, QueryError, StorageError
+from dashfrog.storage._avro import (
+    EncodedGroup,
+    GroupResult,
+    MalformedEventsError,
+    UnsupportedSchema,
+    check_sql,
+    container_parts,
+    group_suffix,
+    inline_source,
+    insert_sql,
+    mapping,
+    query_size_for,
+)
 from dashfrog.storage._base import USER_ERRORS, SqlStore
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -71,14 +84,21 @@ class ClickhouseStore(SqlStore):
         super().__init__(url, retention_days=retention_days, stalled_after_s=stalled_after_s)
         options = client_options(url)
         self.database: str = options["database"]
-        # Workers create their database on first start, like the tables.
         try:
-            admin = clickhouse_connect.get_client(**{**options, "database": "default"})
             try:
-                admin.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-            finally:
-                admin.close()
-            self._client: Any = clickhouse_connect.get_client(**options)
+                self._client: Any = clickhouse_connect.get_client(**options)
+            except Exception as exc:
+                if "UNKNOWN_DATABASE" not in str(exc):
+                    raise
+                # Only a database that does not exist yet is created here (the
+                # first `dashfrog migrate`); a worker or API process on an
+                # existing one issues no DDL (see SqlStore.ensure_schema).
+                admin = clickhouse_connect.get_client(**{**options, "database": "default"})
+                try:
+                    admin.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+                finally:
+                    admin.close()
+                self._client = clickhouse_connect.get_client(**options)
         except Exception as exc:
             raise StorageError(
                 f"cannot connect to ClickHouse at {self._safe_url()}: {exc}"
@@ -87,6 +107,7 @@ class ClickhouseStore(SqlStore):
         self._lock = threading.RLock()
         self._user_lock = threading.Lock()
         self._user_client: Any = None
+        self._nullable_tuples: bool | None = None
 
     def _safe_url(self) -> str:
         parts = urlsplit(self.url)
@@ -139,6 +160,70 @@ class ClickhouseStore(SqlStore):
             table,
             settings=INSERT_SETTINGS | {"insert_deduplication_token": token},
         )
+
+    def _reads_nullable_tuples(self) -> bool:
+        # The container's optional error record reads as Nullable(Tuple(...)),
+        # a type ClickHouse has since 25.x (24.8 refuses it): older servers get
+        # the portable path, decoding in the worker.
+        if self._nullable_tuples is None:
+            try:
+                self._query("SELECT toTypeName(CAST(NULL, 'Nullable(Tuple(a String))')) AS t")
+                self._nullable_tuples = True
+            except (StorageError, QueryError):
+                self._nullable_tuples = False
+        return self._nullable_tuples
+
+    def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
+        """Write undecoded messages' events with the server's own Avro reader.
+
+        Per group, the same Avro container as the chDB path, sent inside the
+        statement (``inline_source``): one query counts the events and finds
+        the messages holding invalid ones, then ``INSERT ... SELECT`` maps the
+        valid events to the events table with the group's deduplication token.
+        The worker never builds a Python object per event. Same contract as
+        the base method.
+        """
+        if not self._reads_nullable_tuples():
+            return super().insert_encoded(groups, token)
+        results: list[GroupResult] = []
+        for index, (schema_json, bodies) in enumerate(groups):
+            if not bodies:
+                results.append(GroupResult(0))
+                continue
+            try:
+                sql_map = mapping(schema_json)
+            except UnsupportedSchema as exc:
+                raise UnsupportedSchema(str(exc), index, results) from exc
+            source = inline_source(b"".join(container_parts(schema_json, bodies)))
+            check = check_sql("", sql_map, source=source)
+            try:
+                (found,) = self._call(
+                    self._client.query,
+                    check,
+                    settings={"max_query_size": query_size_for(check)},
+                ).named_results()
+            except (StorageError, QueryError) as exc:
+                if self._client is None:
+                    raise
+                raise MalformedEventsError(
+                    f"ClickHouse cannot read the messages: {exc}", index, results
+                ) from exc
+            written = int(found["written"])
+            invalid = tuple(int(m) for m in found["invalid"])
+            if written:
+                broken = [int(m) for m in found["broken"]]
+                sql = insert_sql("", sql_map, filtered=bool(invalid), skip=broken, source=source)
+                self._call(
+                    self._client.command,
+                    sql,
+                    settings=INSERT_SETTINGS
+                    | {
+                        "insert_deduplication_token": f"{token}-{group_suffix(schema_json)}",
+                        "max_query_size": query_size_for(sql),
+                    },
+                )
+            results.append(GroupResult(written, invalid))
+        return results
 
     def close(self) -> None:
         with self._user_lock:

@@ -49,6 +49,10 @@ class Store(Protocol):
     def schema_version(self) -> int:
         """The highest migration applied."""
 
+    def ensure_schema(self) -> None:
+        """At a process's start: migrate an embedded store; on a server, only
+        check (no DDL) and raise SchemaOutdatedError if a migration is missing."""
+
     def rebuild(self, progress: Progress | None = None) -> None:
         """Re-project flows and steps from the raw events table; ``progress`` follows it."""
 

@@ -46,3 +46,39 @@ def committed_offset(consumer: Any, tp: Any) -> int | None:
     """The group's committed offset for ``tp`` as Faust last read it, or None."""
     offset = consumer._committed_offset.get(tp)
     return None if offset is None else int(offset)
+
+
+async def leave_group(app: Any, timeout: float = 2.0) -> None:
+    """Leave the consumer group now, so the other workers take this one's
+    partitions at once instead of after the session timeout.
+
+    aiokafka leaves the group when its consumer closes, but Faust stops the
+    consumer's thread before that, and aiokafka skips the request in
+    generation 0 (tansu's first generation): a stopped worker stayed a
+    member until its session expired. This closes aiokafka's group
+    coordinator in the consumer's own thread (no more heartbeats or
+    rejoins), then sends the LeaveGroup request if aiokafka did not. Best
+    effort, bounded by ``timeout``.
+    """
+    import asyncio
+
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    loop = getattr(thread, "thread_loop", None)
+    if coordinator is None or loop is None or loop.is_closed():
+        return
+
+    async def leave() -> None:
+        generation, member = coordinator.generation, coordinator.member_id
+        await coordinator.close()  # sends LeaveGroup itself when generation > 0
+        if generation == 0 and member:
+            await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, member))
+
+    future = asyncio.run_coroutine_threadsafe(leave(), loop)
+    try:
+        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except Exception:  # best effort: the session timeout still applies
+        future.cancel()

@@ -53,7 +53,7 @@ from dashfrog.streams._batch import (
     inspect_message,
     offset_ranges,
 )
-from dashfrog.streams._faust_compat import committed_offset, kafka_transport
+from dashfrog.streams._faust_compat import committed_offset, kafka_transport, leave_group
 from dashfrog.streams._outage import BrokerWatch, route_library_logs_to_debug
 
 log = logging.getLogger("dashfrog.streams")
@@ -114,8 +114,9 @@ class Processor:
             topic_partitions=settings.topic_partitions,
             topic_disable_leader=True,  # no tables, so nothing needs a leader topic
             broker_rebalance_timeout=settings.rebalance_timeout_s,
-            broker_session_timeout=max(6.0, settings.rebalance_timeout_s),
-            broker_heartbeat_interval=1.0,
+            broker_session_timeout=settings.session_timeout_s,
+            # Heartbeats also carry the news of a rebalance to the survivors.
+            broker_heartbeat_interval=settings.session_timeout_s / 10,
             # Commit soon after a write so a restart replays little.
             broker_commit_interval=0.5,
             consumer_auto_offset_reset="earliest",
@@ -400,6 +401,8 @@ class Processor:
     async def stop(self) -> None:
         """Stop consuming; wait for a write still running in the store thread."""
         await self.broker.stop()
+        # Hand the partitions over now, not after the session timeout.
+        await leave_group(self.app)
         with contextlib.suppress(Exception):
             await self.app.stop()
         inflight = self._inflight

@@ -17,10 +17,11 @@ from typing import Any
 
 import click
 
+from dashfrog import DashfrogError
 from dashfrog._models import StatsFilter
 from dashfrog._settings import Settings, get_settings
-from dashfrog.runtime import ensure_topics, redact, run_with_store
-from dashfrog.storage import Store
+from dashfrog.runtime import ensure_topics, redact, run_with_store, terminal_progress
+from dashfrog.storage import SchemaOutdatedError, SqlStore, Store, open_store
 from dashfrog.streams._processor import Processor
 
 log = logging.getLogger("dashfrog.streams")
@@ -129,7 +130,11 @@ def worker_command(status_every: float, loglevel: str) -> None:
     settings = get_settings()
 
     async def main(stop: asyncio.Event, store: Store) -> int:
-        store.migrate()
+        try:
+            store.ensure_schema()
+        except SchemaOutdatedError as exc:
+            click.echo(f"dashfrog worker: {exc}", err=True)
+            return 2
         click.echo(
             f"dashfrog worker: {settings.topic} on {settings.bootstrap} → {redact(settings.clickhouse_url)} "
             f"(group {settings.processor_group})"
@@ -138,3 +143,25 @@ def worker_command(status_every: float, loglevel: str) -> None:
 
     sys.exit(run_with_store(settings, loglevel, main))
 
+
+
+@click.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade the schema at DASHFROG_CLICKHOUSE_URL, then exit.
+
+    The one command that needs DDL rights (CREATE, ALTER, DROP VIEW): run it
+    on install and before starting workers and API processes of a new
+    version; they only check the schema version. Safe to run any number of
+    times, even concurrently.
+    """
+    settings = get_settings()
+    try:
+        with open_store(settings.clickhouse_url) as store:
+            before = store.pending_migrations() if isinstance(store, SqlStore) else []
+            with terminal_progress("dashfrog migrate") as progress:
+                store.migrate(progress)
+            version = store.schema_version()
+    except DashfrogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    applied = f"applied {before}" if before else "nothing to apply"
+    click.echo(f"dashfrog migrate: {redact(settings.clickhouse_url)} at schema version {version} ({applied})")

@@ -17,7 +17,7 @@ import click
 from dashfrog._exceptions import ConfigurationError, StorageError
 from dashfrog._settings import Settings, get_settings
 from dashfrog.runtime import redact, run_with_store, start_broker
-from dashfrog.storage import Store, chdb_owner
+from dashfrog.storage import SchemaOutdatedError, Store, chdb_owner
 from dashfrog.web._app import create_app
 from dashfrog.web._auth import auth_mode, check_bind
 
@@ -75,11 +75,16 @@ def api_command(loglevel: str) -> None:
     _check_bind(settings)
 
     async def main(stop: asyncio.Event, store: Store) -> int:
+        try:
+            store.ensure_schema()  # reads only on a server: the API needs no DDL rights
+        except SchemaOutdatedError as exc:
+            click.echo(f"dashfrog api: {exc}", err=True)
+            return 2
         click.echo(f"dashfrog api: http://{settings.api_host}:{settings.api_port} ({auth_mode(settings)})")
         await serve_api_until(stop, store, settings, log_level=loglevel)
         return 0
 
-    run_with_store(settings, loglevel, main)
+    sys.exit(run_with_store(settings, loglevel, main))
 
 
 @click.command("up")

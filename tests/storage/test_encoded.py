@@ -424,3 +424,47 @@ class TestClickhouseEncoded(EncodedContract):
     @pytest.fixture
     def store(self, clickhouse_store: Any) -> Any:
         return clickhouse_store
+
+    @staticmethod
+    def flow_ids(store: Any) -> set[str]:
+        return {r["flow_id"] for r in store._query("SELECT DISTINCT flow_id FROM flows")}
+
+    def test_the_server_decodes_the_avro_itself(self, store: Any, monkeypatch: Any) -> None:
+        """The worker hands the server the container; no event is decoded in
+        Python (the portable path would call fastavro per message)."""
+        assert store._reads_nullable_tuples(), "this server cannot read the container's error record"
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("decoded in Python")
+
+        monkeypatch.setattr(fastavro, "schemaless_reader", refuse)
+        flows = population()
+        (result,) = store.insert_encoded([(SCHEMA, [body(f.events) for f in flows])], "server")
+        assert result == GroupResult(sum(len(f.events) for f in flows))
+        assert self.flow_ids(store) == {f.flow_id for f in flows}
+
+    def test_text_that_is_not_utf8_is_reported_not_refused(self, store: Any) -> None:
+        a, b = simple(tenant="a"), simple(tenant="b")
+        broken = body([dict(e, host="AAAA") for e in a.events]).replace(b"AAAA", b"\xff\xfe\xfd\xfc")
+        (result,) = store.insert_encoded([(SCHEMA, [broken, body(b.events)])], "utf8")
+        assert result == GroupResult(len(b.events), (0,))
+        assert self.flow_ids(store) == {b.flow_id}
+
+    def test_many_messages_keep_their_positions(self, store: Any) -> None:
+        flows = [simple(tenant=f"t{i % 5}") for i in range(700)]
+        bad_at = {0, 137, 512, 699}
+        bodies = [
+            body([*f.events, dict(f.events[0], kind="nope")] if i in bad_at else f.events)
+            for i, f in enumerate(flows)
+        ]
+        (result,) = store.insert_encoded([(SCHEMA, bodies)], "many")
+        assert result == GroupResult(sum(len(f.events) for f in flows), tuple(sorted(bad_at)))
+        again = store.insert_encoded([(SCHEMA, bodies)], "many")
+        assert again == [result]
+        assert int(store._query("SELECT count() AS n FROM events FINAL")[0]["n"]) == result.events
+
+    def test_an_unreadable_body_names_its_group(self, store: Any) -> None:
+        good = body(simple().events)
+        with pytest.raises(MalformedEventsError) as caught:
+            store.insert_encoded([(SCHEMA, [good]), (SCHEMA, [b"\x02garbage"])], "bad")
+        assert caught.value.group == 1 and caught.value.done == [GroupResult(len(simple().events))]
