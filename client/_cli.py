@@ -16,6 +16,7 @@ import click
 
 # command name -> "module:attribute" of a click command, imported on use
 _LAZY_COMMANDS: dict[str, str] = {
+    "alerts": "dashfrog.web._alerts:alerts_group",
     "api": "dashfrog.web._commands:api_command",
     "dlq": "dashfrog._dlq_cli:dlq_command",
     "events": "dashfrog._tail:events",

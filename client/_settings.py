@@ -202,6 +202,30 @@ class Settings(BaseSettings):
         2_000_000_000, ge=0, description="Most memory one user SQL query may use, in bytes (0: no limit)."
     )
 
+    # -- alerts ---------------------------------------------------------------
+    alert_rules: str | None = Field(
+        None,
+        description="Path of the alert rule file (YAML or JSON, see Alerts); unset: no alerts. "
+        "`dashfrog api` and `dashfrog up` evaluate it.",
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="Webhook that alert notices are POSTed to, for rules that name none."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key signing every alert notice (X-DashFrog-Signature); "
+        "required to send any.",
+    )
+    alert_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between two evaluations of the alert rules."
+    )
+    alert_send_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Tries per alert notice (backoff 0.5 s doubling, at most 30 s apart) before it is given up.",
+    )
+
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or DEFAULT_BOOTSTRAP

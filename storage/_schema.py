@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dashfrog import schemas
-from dashfrog.storage import _metrics
+from dashfrog.storage import _incidents, _metrics
 
 # Neutral elements for tuple min/max: a row that is not about an error or a
 # step start must never win those aggregates. UInt64 max is later than any
@@ -346,6 +346,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # declared metrics; then the per-minute projection (see storage._metrics).
     Migration(6, "metric_points", _metrics.MIGRATION_6),
     Migration(7, "metric_minutes", _metrics.MIGRATION_7),
+    # Alert notices claimed by evaluators (see storage._incidents).
+    Migration(10, "alert_incidents", _incidents.MIGRATION_10),
 )
 
 # Tables whose TTL follows DASHFROG_RETENTION_DAYS, with the column it counts from.
@@ -356,6 +358,7 @@ TTL_COLUMNS: dict[str, str] = {
     "steps": "toDateTime(last_activity)",
     "flow_runs": "toDateTime(last_activity)",
     **_metrics.TTL_COLUMNS,
+    **_incidents.TTL_COLUMNS,
 }
 
 

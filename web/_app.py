@@ -26,6 +26,7 @@ from dashfrog._models import FlowFilter, SqlResult, StatsFilter
 from dashfrog._models import parse_label_pairs as label_pairs
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage import QueryLimitError, Store
+from dashfrog.web._alerts_api import alerts_router
 from dashfrog.web._auth import Authenticator, Forbidden, Principal, Unauthorized, scope_tenant
 from dashfrog.web._dead_letters import dead_letters_router
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
@@ -244,6 +245,7 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(export_router(store, auth, runner))
+    app.include_router(alerts_router(store, auth, runner, settings))
     app.include_router(dead_letters_router(store, auth, runner))
     app.include_router(metrics_router(store, auth, runner))
 

@@ -40,7 +40,8 @@ def api_server(app: Any, settings: Settings, *, log_level: str = "warning") -> A
         host=settings.api_host,
         port=settings.api_port,
         log_level=log_level,
-        lifespan="off",
+        # The app's lifespan runs the alert evaluator (web._alerts_api) while the API serves.
+        lifespan="on",
         # Live streams never finish by themselves: don't wait on them for long.
         timeout_graceful_shutdown=3,
     )
