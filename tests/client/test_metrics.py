@@ -431,8 +431,14 @@ def test_a_failing_or_slow_callback_is_logged_and_skipped_and_sampling_goes_on(
     g_good = metrics.Gauge(unique("good")).set_periodically(0.05, good)
     wait_until(lambda: calls["bad"] >= 3 and calls["good"] >= 3, "callbacks ran several periods")
     wait_until(lambda: "ran past its 0.1 s timeout" in caplog.text, "the overrun is logged")
-    release.set()
     assert calls["slow"] == 1  # never called again while it was still running
+    # Stop the schedules, then let the slow call return, late.
+    with _metrics._registry.lock:
+        (slow_call,) = [p.running for p in _metrics._registry.periodic if p.gauge is g_slow]
+        _metrics._registry.periodic.clear()
+    release.set()
+    assert slow_call is not None
+    slow_call.join(5)
     assert "quota service down" in caplog.text
     assert "must yield metrics.GaugeValue" in caplog.text
     # The raising generator's values are dropped whole; the slow one's too
