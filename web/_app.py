@@ -32,7 +32,6 @@ from dashfrog.web._dead_letters import dead_letters_router
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows, export_router
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 from dashfrog.web._metrics import metrics_router
-from dashfrog.web._metrics import metrics_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -248,7 +247,6 @@ def create_app(
     app.include_router(export_router(store, auth, runner))
     app.include_router(alerts_router(store, auth, runner, settings))
     app.include_router(dead_letters_router(store, auth, runner))
-    app.include_router(metrics_router(store, auth, runner))
     app.include_router(metrics_router(store, auth, runner))
 
     @app.post("/api/sql")
