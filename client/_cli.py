@@ -22,6 +22,8 @@ _LAZY_COMMANDS: dict[str, str] = {
     "events": "dashfrog._tail:events",
     "flow": "dashfrog._query_cli:flow_command",
     "flows": "dashfrog._query_cli:flows_command",
+    "metric": "dashfrog._metrics_cli:metric_command",
+    "metrics": "dashfrog._metrics_cli:metrics_command",
     "migrate": "dashfrog.streams._worker:migrate_command",
     "rebuild": "dashfrog._query_cli:rebuild_command",
     "settings": "dashfrog._cli:settings_command",

@@ -21,8 +21,12 @@ from dashfrog.web._auth import Authenticator, scope_tenant
 
 StoreRunner = Callable[..., Awaitable[Any]]
 AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
-Labels = Annotated[str | None, Query(description='JSON object of exact label matches, e.g. {"env":"prod"}')]
-GroupBy = Annotated[str | None, Query(description="comma-separated label names (or tenant) to split rows by")]
+Labels = Annotated[
+    str | None, Query(description='JSON object of exact label matches, e.g. {"env":"prod"}')
+]
+GroupBy = Annotated[
+    str | None, Query(description="comma-separated label names (or tenant) to split rows by")
+]
 Step = Annotated[str, Query(description="bucket width: 1m, 5m, 1h, 1d or seconds (whole minutes)")]
 
 
@@ -37,7 +41,9 @@ def _time(value: str | None) -> Any:
 
 
 def _not_found(name: str) -> JSONResponse:
-    return JSONResponse({"detail": f"no metric named {name!r} has points in your scope"}, status_code=404)
+    return JSONResponse(
+        {"detail": f"no metric named {name!r} has points in your scope"}, status_code=404
+    )
 
 
 def metrics_router(store: Store, auth: Authenticator, run: StoreRunner) -> APIRouter:
@@ -80,7 +86,12 @@ def metrics_router(store: Store, auth: Authenticator, run: StoreRunner) -> APIRo
     @router.get("/api/metrics/{name}/ratio")
     async def ratio(
         name: str,
-        where: Annotated[str, Query(description='JSON object: the label values whose share to compute, e.g. {"status":"500"}')],
+        where: Annotated[
+            str,
+            Query(
+                description='JSON object: the label values whose share to compute, e.g. {"status":"500"}'
+            ),
+        ],
         authorization: AuthHeader = None,
         tenant: str | None = None,
         labels: Labels = None,

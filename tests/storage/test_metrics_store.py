@@ -33,18 +33,24 @@ def counter_point(tenant: str, value: float, at: datetime, **labels: str) -> dic
     return _metrics._point("counter", cell, us(at) - 10_000_000, us(at))
 
 
-def gauge_point(tenant: str, last: float, lo: float, hi: float, at: datetime, **labels: str) -> dict[str, Any]:
+def gauge_point(
+    tenant: str, last: float, lo: float, hi: float, at: datetime, **labels: str
+) -> dict[str, Any]:
     return _metrics._point("gauge", [last, lo, hi, 3, tenant, labels], us(at) - 10_000_000, us(at))
 
 
-def histogram_point(tenant: str, values: list[float], at: datetime, **labels: str) -> dict[str, Any]:
+def histogram_point(
+    tenant: str, values: list[float], at: datetime, **labels: str
+) -> dict[str, Any]:
     cell = _metrics._Histogram(tenant, labels)
     for v in values:
         cell.record(v)
     return _metrics._point("histogram", cell, us(at) - 10_000_000, us(at))
 
 
-def event(name: str, kind: str, points: list[dict[str, Any]], labels: list[str] = (), **decl: str) -> Any:  # type: ignore[assignment]
+def event(
+    name: str, kind: str, points: list[dict[str, Any]], labels: list[str] = (), **decl: str
+) -> Any:  # type: ignore[assignment]
     """A ``metrics`` event as the SDK sends it (through the Avro round trip)."""
     made = schemas.make_event(
         "flow_started",  # replaced below: make_event takes lifecycle kinds
@@ -81,7 +87,10 @@ def dumps(rows: Any) -> list[dict[str, Any]]:
     """Rows compared up to float rounding: sums over the same values in
     another order may differ in the last bit."""
     return [
-        {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in row.model_dump().items()}
+        {
+            k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+            for k, v in row.model_dump().items()
+        }
         for row in rows
     ]
 
@@ -95,10 +104,14 @@ class MetricsContract:
         points = [
             counter_point("acme", 6, BASE + timedelta(seconds=10), method="GET", status="200"),
             counter_point("acme", 4, BASE + timedelta(seconds=20), method="GET", status="500"),
-            counter_point("acme", 30, BASE + timedelta(minutes=1, seconds=5), method="POST", status="200"),
+            counter_point(
+                "acme", 30, BASE + timedelta(minutes=1, seconds=5), method="POST", status="200"
+            ),
             counter_point("globex", 100, BASE + timedelta(seconds=30), method="GET", status="200"),
         ]
-        store.insert_events([event("api_calls", "counter", points, ["method", "status"], unit="count")], "t1")
+        store.insert_events(
+            [event("api_calls", "counter", points, ["method", "status"], unit="count")], "t1"
+        )
         acme = series(store, name="api_calls", tenant="acme")
         assert acme.kind == "counter" and acme.unit == "count"
         assert [(r.time, r.total, r.rate) for r in acme] == [
@@ -120,10 +133,14 @@ class MetricsContract:
         points = [
             histogram_point("acme", values[0], BASE + timedelta(seconds=5), endpoint="/a"),
             histogram_point("acme", values[1][:5], BASE + timedelta(seconds=15), endpoint="/a"),
-            histogram_point("acme", values[2] + [1e-5, 300.0], BASE + timedelta(seconds=25), endpoint="/a"),
+            histogram_point(
+                "acme", values[2] + [1e-5, 300.0], BASE + timedelta(seconds=25), endpoint="/a"
+            ),
         ]
         assert len({p["scale"] for p in points}) > 1
-        store.insert_events([event("duration", "histogram", points, ["endpoint"], unit="seconds")], "t1")
+        store.insert_events(
+            [event("duration", "histogram", points, ["endpoint"], unit="seconds")], "t1"
+        )
         (row,) = series(store, name="duration", tenant="acme")
         everything = sorted(values[0] + values[1][:5] + values[2] + [1e-5, 300.0])
         assert row.count == len(everything)
@@ -134,7 +151,11 @@ class MetricsContract:
         assert bound == error_bound(min(p["scale"] for p in points))
         for q, got in ((0.5, row.p50), (0.95, row.p95), (0.99, row.p99)):
             exact = everything[math.ceil(q * len(everything)) - 1]
-            assert got is not None and abs(got - exact) <= bound * exact * (1 + 1e-9), (q, got, exact)
+            assert got is not None and abs(got - exact) <= bound * exact * (1 + 1e-9), (
+                q,
+                got,
+                exact,
+            )
 
     def test_gauge_last_min_and_max(self, store: Any) -> None:
         points = [
@@ -151,7 +172,11 @@ class MetricsContract:
             event(
                 "orders",
                 "counter",
-                [counter_point(f"t{i % 3}", rng.randint(1, 9), BASE + timedelta(seconds=7 * i), plan="pro")],
+                [
+                    counter_point(
+                        f"t{i % 3}", rng.randint(1, 9), BASE + timedelta(seconds=7 * i), plan="pro"
+                    )
+                ],
                 ["plan"],
             )
             for i in range(20)
@@ -159,13 +184,19 @@ class MetricsContract:
             event(
                 "latency",
                 "histogram",
-                [histogram_point("t0", [rng.random() for _ in range(50)], BASE + timedelta(seconds=9 * i))],
+                [
+                    histogram_point(
+                        "t0", [rng.random() for _ in range(50)], BASE + timedelta(seconds=9 * i)
+                    )
+                ],
             )
             for i in range(10)
         ]
         store.insert_events(batch, "first")
         exact = series(store, name="orders", group_by=["tenant"]).rows  # integer totals
-        expected = [dumps(series(store, name=n, group_by=["tenant"])) for n in ("orders", "latency")]
+        expected = [
+            dumps(series(store, name=n, group_by=["tenant"])) for n in ("orders", "latency")
+        ]
         # The same messages again: under the same token, under another token
         # (a batch cut differently after a crash), one by one in reverse order,
         # and mixed into a batch with new points.
@@ -173,15 +204,29 @@ class MetricsContract:
         store.insert_events(batch, "second")
         for i, e in enumerate(reversed(batch)):
             store.insert_events([e], f"single-{i}")
-        assert [series(store, name=n, group_by=["tenant"]).model_dump()["rows"] for n in ("orders", "latency")] == expected
-        late = event("orders", "counter", [counter_point("t0", 1000, BASE + timedelta(seconds=1), plan="pro")], ["plan"])
+        assert [
+            series(store, name=n, group_by=["tenant"]).model_dump()["rows"]
+            for n in ("orders", "latency")
+        ] == expected
+        late = event(
+            "orders",
+            "counter",
+            [counter_point("t0", 1000, BASE + timedelta(seconds=1), plan="pro")],
+            ["plan"],
+        )
         store.insert_events([*batch[:5], late], "third")
-        after = {(r.time, r.group["tenant"]): r.total for r in series(store, name="orders", group_by=["tenant"])}
+        after = {
+            (r.time, r.group["tenant"]): r.total
+            for r in series(store, name="orders", group_by=["tenant"])
+        }
         before = {(r.time, r.group["tenant"]): r.total for r in exact}
         assert after == {k: v + (1000 if k == (BASE, "t0") else 0) for k, v in before.items()}
 
     def test_rebuild_reprojects_the_same_rows(self, store: Any) -> None:
-        points = [counter_point("acme", i, BASE + timedelta(seconds=13 * i), k=str(i % 2)) for i in range(1, 12)]
+        points = [
+            counter_point("acme", i, BASE + timedelta(seconds=13 * i), k=str(i % 2))
+            for i in range(1, 12)
+        ]
         store.insert_events([event("jobs", "counter", points, ["k"])], "t1")
         store.insert_events([event("jobs", "counter", points[:4], ["k"])], "t2")
         rows = series(store, name="jobs", group_by=["k"])
@@ -223,7 +268,12 @@ class MetricsContract:
         everything = list_metrics(store)
         assert [m.name for m in everything] == ["api_calls", "secret_metric"]
         calls = everything[0]
-        assert (calls.kind, calls.pretty_name, calls.unit, calls.labels) == ("counter", "API Calls", "count", ["method"])
+        assert (calls.kind, calls.pretty_name, calls.unit, calls.labels) == (
+            "counter",
+            "API Calls",
+            "count",
+            ["method"],
+        )
         assert [m.name for m in list_metrics(store, "acme")] == ["api_calls"]
         # Another tenant's metric is unknown, not empty, to a tenant's query.
         assert metric_info(store, "secret_metric", "acme") is None
@@ -241,7 +291,12 @@ class MetricsContract:
 
 @pytest.mark.parametrize(
     ("step", "message"),
-    [("30s", "whole number of minutes"), ("90s", "whole number of minutes"), ("1w", "give e.g."), (True, "give e.g.")],
+    [
+        ("30s", "whole number of minutes"),
+        ("90s", "whole number of minutes"),
+        ("1w", "give e.g."),
+        (True, "give e.g."),
+    ],
 )
 def test_steps_are_whole_minutes(step: Any, message: str) -> None:
     with pytest.raises(QueryError, match=message):
@@ -288,4 +343,6 @@ class TestClickhouseMetrics(MetricsContract):
 
 
 if os.environ.get("DASHFROG_TEST_CLICKHOUSE_URL") is None:  # say why, once
-    TestClickhouseMetrics.__doc__ = "Skipped without DASHFROG_TEST_CLICKHOUSE_URL or Docker (see conftest)."
+    TestClickhouseMetrics.__doc__ = (
+        "Skipped without DASHFROG_TEST_CLICKHOUSE_URL or Docker (see conftest)."
+    )

@@ -70,7 +70,9 @@ def total(name: str, **labels: str) -> float:
 async def test_recorded_values_reach_query_metric_through_the_pipeline(
     settings: Settings, chdb_store: Any, tmp_path: Path
 ) -> None:
-    api_calls = metrics.Counter("pipeline_api_calls", labels=["method", "status"], pretty_name="API Calls", unit="count")
+    api_calls = metrics.Counter(
+        "pipeline_api_calls", labels=["method", "status"], pretty_name="API Calls", unit="count"
+    )
     duration = metrics.Histogram("pipeline_duration", labels=["endpoint"], unit="seconds")
     samples: list[float] = []
 
@@ -80,22 +82,39 @@ async def test_recorded_values_reach_query_metric_through_the_pipeline(
     metrics.Gauge("pipeline_quota", labels=["env"], unit="requests").set_periodically(1, quota)
     async with running(settings, chdb_store, tmp_path) as processor:
         for i in range(200):
-            api_calls.add(1, tenant="acme-corp", method="POST", status="500" if i % 4 == 0 else "200")
+            api_calls.add(
+                1, tenant="acme-corp", method="POST", status="500" if i % 4 == 0 else "200"
+            )
             value = 0.01 * (i + 1)
             samples.append(value)
             duration.record(value, tenant="acme-corp", endpoint="/api/users")
         api_calls.add(5, tenant="globex", method="GET", status="200")
         # No flush: the SDK's interval export carries them.
-        await wait_for(lambda: total("pipeline_api_calls") == 205, 30, "the counter's points written")
-        found = query.metric("pipeline_duration", tenant="acme-corp", since=timedelta(minutes=10), step="10m")
+        await wait_for(
+            lambda: total("pipeline_api_calls") == 205, 30, "the counter's points written"
+        )
+        found = query.metric(
+            "pipeline_duration", tenant="acme-corp", since=timedelta(minutes=10), step="10m"
+        )
         (row,) = found.rows
         assert row.count == 200 and row.sum == pytest.approx(sum(samples))
         exact = sorted(samples)[99]
-        assert found.error_bound is not None and abs((row.p50 or 0) - exact) <= found.error_bound * exact + 1e-12
-        share = query.metric_ratio("pipeline_api_calls", where={"status": "500"}, tenant="acme-corp", since=timedelta(minutes=10), step="10m")
+        assert (
+            found.error_bound is not None
+            and abs((row.p50 or 0) - exact) <= found.error_bound * exact + 1e-12
+        )
+        share = query.metric_ratio(
+            "pipeline_api_calls",
+            where={"status": "500"},
+            tenant="acme-corp",
+            since=timedelta(minutes=10),
+            step="10m",
+        )
         assert [r.ratio for r in share] == [0.25]
         await wait_for(
-            lambda: any(r.last == 420 for r in query.metric("pipeline_quota", since=timedelta(minutes=10))),
+            lambda: any(
+                r.last == 420 for r in query.metric("pipeline_quota", since=timedelta(minutes=10))
+            ),
             30,
             "the gauge's sample written",
         )
@@ -121,7 +140,10 @@ async def test_metrics_travel_alone_and_redelivery_counts_nothing_twice(
     (marked,) = [m for m in messages if schemas.METRICS_HEADER in list(m.headers)]
     (batch,) = schemas.decode(marked.value, dict(marked.headers))
     assert batch["kind"] == "metrics" and batch["tenant"] == ""
-    assert {p["labels"]["plan"]: p["value"] for m in batch["metrics"] for p in m["points"]} == {"pro": 40, "free": 20}
+    assert {p["labels"]["plan"]: p["value"] for m in batch["metrics"] for p in m["points"]} == {
+        "pro": 40,
+        "free": 20,
+    }
     assert all(schemas.METRICS_HEADER not in list(m.headers) for m in messages if m is not marked)
 
     async with running(settings, chdb_store, tmp_path / "first"):
@@ -133,7 +155,9 @@ async def test_metrics_travel_alone_and_redelivery_counts_nothing_twice(
                    headers=list(marked.headers))  # fmt: skip
     replay = settings.model_copy(update={"processor_group": settings.processor_group + "-replay"})
     async with running(replay, chdb_store, tmp_path / "replay") as processor:
-        await wait_for(lambda: processor.stats.messages >= len(messages) + 1, 30, "the replay written")
+        await wait_for(
+            lambda: processor.stats.messages >= len(messages) + 1, 30, "the replay written"
+        )
     assert total("pipeline_orders") == 60
     assert total("pipeline_orders", plan="free") == 20
 
@@ -148,7 +172,13 @@ def test_a_malformed_metrics_message_is_refused_by_the_contract() -> None:
     for broken, message in (
         ({**good, "metrics": []}, "no metrics"),
         ({**good, "metrics": [{**good["metrics"][0], "kind": "summary"}]}, "kind 'summary'"),
-        ({**good, "metrics": [{**good["metrics"][0], "points": [{"point_id": "p", "tenant": ""}]}]}, "empty point_id or tenant"),
+        (
+            {
+                **good,
+                "metrics": [{**good["metrics"][0], "points": [{"point_id": "p", "tenant": ""}]}],
+            },
+            "empty point_id or tenant",
+        ),
         ({**good, "flow_id": ""}, "empty flow_id"),
     ):
         with pytest.raises(dashfrog.SchemaError, match=message):
