@@ -1,4 +1,5 @@
-"""DashFrog: track business workflows per customer.
+"""The SDK: customer-scoped flows and steps, their context across services and
+the background sender of their Avro events.
 
 >>> from dashfrog import flow, step
 >>> with flow.start(name="data_import", tenant="acme-corp"):

@@ -1,7 +1,6 @@
-"""Process plumbing shared by the long-running commands (``dashfrog up``,
-``worker``, ``api``): logging, stop signals, the store's lifetime, URL
-redaction for logs, progress on a terminal, topic creation and the local
-development broker."""
+"""Process plumbing shared by the long-running commands: logging, stop signals,
+the store's lifetime, URL redaction, progress on a terminal, topic creation
+and the local development broker."""
 
 # The local broker's code still lives in the SDK folder (client/_broker.py);
 # this package is its public face until it moves here.
