@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from dashfrog._broker import free_port
 from dashfrog.schemas import Event, make_event
 from dashfrog.storage import open_store
 
@@ -127,7 +128,7 @@ def python_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``dashfrog api`` over demo-like data; yields the environment to reach it."""
     work = tmp_path_factory.mktemp("readme-shell")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASHFROG_")}
     env |= {
         "DASHFROG_CLICKHOUSE_URL": seeded_store(work / "chdb"),
@@ -150,14 +151,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         server.terminate()
         server.wait(30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the blocks ------------------------------------------------------------------------
