@@ -49,6 +49,9 @@ class Store(Protocol):
     def schema_version(self) -> int:
         """The highest migration applied."""
 
+    def pending_migrations(self) -> list[int]:
+        """The versions of the migrations not applied yet, in order."""
+
     def ensure_schema(self) -> None:
         """At a process's start: migrate an embedded store; on a server, only
         check (no DDL) and raise SchemaOutdatedError if a migration is missing."""
