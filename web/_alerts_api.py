@@ -54,7 +54,10 @@ def alerts_router(
         process is doing. A tenant credential sees its tenant's incidents only."""
         who = auth.principal(authorization)
         found = await run(latest_incidents, sql_store, tenant=scope_tenant(who, tenant))
-        shown = [i for i in found if resolved or i["open"]]
+        described = {r.name: r.describe() for r in (rules.rules if rules is not None else [])}
+        shown = [
+            {**i, "description": described.get(i["rule"])} for i in found if resolved or i["open"]
+        ]
         shown.sort(key=lambda i: (i["opened_at"] or "", i["key"]), reverse=True)
         return {
             "incidents": shown,
