@@ -163,6 +163,7 @@
     const params = new URLSearchParams(query || "");
     const m = path.match(/^\/flow\/(.+)$/);
     if (m) return { view: "detail", id: decodeURIComponent(m[1]), params };
+    if (path === "/metrics") return { view: "metrics", params };
     return { view: "list", params };
   }
 
@@ -962,6 +963,11 @@
     const r = route();
     $("#list-view").hidden = r.view !== "list";
     $("#detail-view").hidden = r.view !== "detail";
+    $("#metrics-view").hidden = r.view !== "metrics";
+    if (r.view === "metrics") {
+      if (window.DashFrogMetrics) window.DashFrogMetrics.show(r.params, me.tenant);
+      return;
+    }
     if (r.view === "detail") {
       loadDetail(r.id, r.params.get("tenant"));
       connectStream(); // a detail page opened from a link is live too
