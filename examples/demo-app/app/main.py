@@ -13,19 +13,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-
-from opentelemetry import metrics
+import time
+from collections.abc import Iterator
 
 import dashfrog
-from dashfrog import flow, step
+from dashfrog import flow, metrics, step
 
 TENANTS = ("acme-corp", "globex", "initech", "umbrella", "hooli")
 SOURCES = ("csv", "api", "sftp")
 
-# Metrics through the OpenTelemetry API: no-ops unless the application configures an SDK.
-meter = metrics.get_meter("demo-app")
-imports_total = meter.create_counter("imports_total", description="Imports by tenant and outcome")
-rows_histogram = meter.create_histogram("import_rows", description="Rows per import")
+# Per-customer metrics: aggregated in the process, sent every
+# DASHFROG_METRICS_INTERVAL_S through the same pipeline as the flows.
+imports_total = metrics.Counter("imports_total", labels=["source", "outcome"], pretty_name="Imports", unit="count")
+import_rows = metrics.Histogram("import_rows", labels=["source"], pretty_name="Rows per import", unit="rows")
+import_duration = metrics.Histogram(
+    "import_duration_seconds", labels=["source"], pretty_name="Import duration", unit="seconds"
+)
+QUOTA = 50_000  # rows a customer may import per month
+rows_used: dict[str, int] = {}
+
+
+def quota_left(timeout_seconds: int) -> Iterator[metrics.GaugeValue]:
+    """Sampled every 10 s: each customer's rows left this month."""
+    for tenant in TENANTS:
+        yield metrics.GaugeValue(value=QUOTA - rows_used.get(tenant, 0), tenant=tenant, labels={"plan": "standard"})
+
+
+monthly_quota = metrics.Gauge(
+    "monthly_quota", labels=["plan"], pretty_name="Monthly quota left", unit="rows"
+).set_periodically(10, quota_left)
 
 
 class InvalidFile(ValueError):
@@ -40,6 +56,7 @@ async def run_import(rng: random.Random, n: int, fast: bool) -> str:
     tenant = rng.choice(TENANTS)
     source = rng.choice(SOURCES)
     outcome = "success"
+    started = time.perf_counter()
     async with flow.start(name="data_import", tenant=tenant, source=source, env="demo", batch=n):
         rows = rng.randint(10, 5000)
         async with step.start("read", rows=rows):
@@ -59,8 +76,11 @@ async def run_import(rng: random.Random, n: int, fast: bool) -> str:
                         raise TimeoutError("warehouse did not answer within 30s")
             except TimeoutError:
                 outcome = "failed"
-    imports_total.add(1, {"tenant": tenant, "outcome": outcome})
-    rows_histogram.record(rows, {"tenant": tenant})
+    imports_total.add(1, tenant=tenant, source=source, outcome=outcome)
+    import_rows.record(rows, tenant=tenant, source=source)
+    import_duration.record(time.perf_counter() - started, tenant=tenant, source=source)
+    if outcome == "success":
+        rows_used[tenant] = rows_used.get(tenant, 0) + rows
     return outcome
 
 
