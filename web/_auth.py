@@ -5,6 +5,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
 
 from dashfrog._exceptions import ConfigurationError
 from dashfrog._settings import Settings
@@ -129,3 +132,18 @@ def _bearer(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def current_principal(
+    request: Request,
+    authorization: Annotated[
+        str | None, Header(description="`Bearer <token>`: the admin token or a tenant's")
+    ] = None,
+) -> Principal:
+    """FastAPI dependency: who calls, by the app's Authenticator (401 when no valid token)."""
+    auth: Authenticator = request.app.state.auth
+    return auth.principal(authorization)
+
+
+# A route parameter typed ``Caller`` is the authenticated Principal.
+Caller = Annotated[Principal, Depends(current_principal)]
