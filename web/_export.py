@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from dashfrog._export import flows_csv
-from dashfrog._models import FlowDetail, FlowFilter, FlowSummary
+from dashfrog._models import FlowDetail, FlowFilter, FlowSummary, parse_label_pairs
 from dashfrog.storage import SqlStore, flow_events, flow_overview, flow_timeseries
 from dashfrog.web._auth import Authenticator, scope_tenant
 
@@ -27,7 +27,7 @@ EXPORT_FORMATS = ("csv", "ndjson")
 
 StoreRunner = Callable[..., Awaitable[Any]]
 AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
-LabelPairs = Annotated[list[str] | None, Query(description="key:value, repeatable; all must match")]
+LabelPairs = Annotated[list[str] | None, Query(description="key=value (or key:value), repeatable; all must match")]
 
 
 def list_filter(
@@ -41,9 +41,6 @@ def list_filter(
     **extra: Any,
 ) -> FlowFilter:
     """The flow list's filter from its query parameters (already tenant-scoped)."""
-    # The list route's own parsers, so the grammar of labels and times stays one.
-    from dashfrog.web._app import _number_or_text, parse_label_pairs
-
     merged: dict[str, str] = {}
     if labels:
         merged.update(FlowFilter.parse(labels=labels).labels or {})
@@ -57,6 +54,16 @@ def list_filter(
         until=_number_or_text(until),
         **extra,
     )
+
+
+def _number_or_text(value: str | None) -> Any:
+    """Epoch seconds stay numbers; anything else is parsed as a time by the filter."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def ndjson_lines(flows: list[FlowSummary]) -> str:

@@ -230,6 +230,7 @@ def test_overview_follows_status_and_label_filters(store: Any, server: Server) -
     want = matching(store, tenant="globex", labels={"env": "staging"})
     assert staging["runs"] == len(want)
     assert staging["running"] == sum(f["status"] == "running" for f in want)
+    assert get(server, "/api/stats/overview", label="env=staging", tenant="globex").json() == staging  # CLI form
     # The histogram counts every finished flow once, in the bucket of its duration.
     hist = everything["histogram"]
     timed = [f["duration_ms"] for f in store.seeded if f["duration_ms"] is not None]
