@@ -1062,6 +1062,11 @@
     // Time passes without events: start times age, and a running flow that
     // stays quiet past the threshold becomes stalled (nothing announces that).
     setInterval(() => {
+      // A running flow on screen turns stalled without an event: ask again
+      // (re-rendered only if the answer differs).
+      if (route().view === "detail" && detail && shownDetail && JSON.parse(shownDetail).status === "running") {
+        loadDetail(detail.id, detail.tenant);
+      }
       for (const row of [...list.rows.values()]) {
         const flow = row._flow;
         if (!flow) continue;
