@@ -245,8 +245,10 @@ def flows(
     ``status`` is running, success, failed or stalled (running with no
     activity for DASHFROG_STALLED_AFTER_S). ``labels`` must all match exactly.
     ``since``/``until`` bound the start time: datetimes (naive ones are UTC),
-    ISO 8601 strings, epoch seconds, or a timedelta meaning "that long ago".
-    Pass ``next_cursor`` of a page as ``cursor`` for the next one.
+    a timedelta meaning "that long ago", epoch seconds, or a string in the
+    CLI's and API's grammar: ISO 8601, ``15m``/``2h``/``7d``/``1w``, ``now``,
+    ``today``, ``yesterday`` (UTC). Pass ``next_cursor`` of a page as
+    ``cursor`` for the next one. ``flow()`` takes a unique id prefix too.
     """
     flt = FlowFilter.parse(
         tenant=tenant,
