@@ -35,5 +35,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("production", "benchmarks.production", "production shape", "≤ 0.5x CPU / takeover bounds"),
         Benchmark("cli", "benchmarks.cli_help", "dashfrog --help", "≤ 500 ms"),
         Benchmark("charts", "benchmarks.charts", "chart queries", "≤ 4x stats"),
+        Benchmark("metrics", "benchmarks.metrics", "metrics", "≤ 1x OTel / bounded / ≤ interval + 1 s"),
     )
 }
