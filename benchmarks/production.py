@@ -132,7 +132,7 @@ async def drain(settings: Any, store: Any, datadir: str, n_events: int, timeout:
         while processor.stats.events < n_events:
             if processor.crashed or loop.time() > deadline:
                 raise RuntimeError(f"not drained: {processor.stats} ({processor.crash_reason!r})")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)  # this loop's own wake-ups count in the figure
         return {"wall": time.perf_counter() - wall0, "cpu": time.process_time() - cpu0}
     finally:
         await processor.stop()

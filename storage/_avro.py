@@ -347,25 +347,31 @@ def file_source(path: str) -> str:
     return f"file({sql_quote(path)}, 'Avro')"
 
 
-def inline_source(container: bytes) -> str:
-    """The container itself as a table, for a server that cannot read our files:
-    base64 in the statement (text-safe through any HTTP layer; ``base64Decode``
-    and ``format()`` exist in ClickHouse 24.8). The statement is bigger than
-    ``max_query_size``'s default: raise it per request (``query_size_for``)."""
-    text = binascii.b2a_base64(container, newline=False).decode("ascii")
-    return f"format(Avro, base64Decode('{text}'))"
+# Where the container goes in a statement for a server (see ``inline_statement``).
+_INLINE_DATA = "__dashfrog_avro_container__"
+INLINE_SOURCE = f"format(Avro, base64Decode('{_INLINE_DATA}'))"
 
 
-def query_size_for(sql: str) -> int:
-    """A ``max_query_size`` that fits ``sql`` (ASCII) with room to spare."""
-    return len(sql) + 65536
+def inline_statement(sql: str, container: bytes) -> tuple[str, bytes]:
+    """``sql`` (built with ``source=INLINE_SOURCE``) with the container in it,
+    for a server that cannot read our files, as (first word, the rest as
+    bytes): ClickHouse's HTTP interface runs the ``query`` parameter + a
+    newline + the body as one statement, so the rest goes in the request
+    body and the client library never scans the container's text. Base64
+    keeps it text-safe through any HTTP layer (``base64Decode`` and
+    ``format()`` exist in ClickHouse 24.8); the statement is bigger than
+    ``max_query_size``'s default, so raise that per request to its length."""
+    head, tail = sql.split(_INLINE_DATA)
+    first, _, head = head.partition(" ")
+    data = binascii.b2a_base64(container, newline=False)
+    return first, b"".join((head.encode(), data, tail.encode()))
 
 
 def check_sql(path: str, m: Mapping, *, source: str | None = None) -> str:
     """Per file: valid events to write, messages holding invalid events, and
     messages the Python codec could not decode at all (text that is not UTF-8),
     none of whose events are written. ``source`` replaces the file (see
-    ``inline_source``)."""
+    ``INLINE_SOURCE``)."""
     source = source or file_source(path)
     return (
         "SELECT toUInt64(sum(if(msg_broken, 0, msg_events - msg_bad))) AS written,"  # noqa: S608 - generated

@@ -7,6 +7,7 @@ token so a batch written again after a crash is dropped by the server.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from dashfrog._exceptions import ConfigurationError, QueryError, StorageError
 from dashfrog.storage._avro import (
+    INLINE_SOURCE,
     EncodedGroup,
     GroupResult,
     MalformedEventsError,
@@ -25,12 +27,29 @@ from dashfrog.storage._avro import (
     check_sql,
     container_parts,
     group_suffix,
-    inline_source,
+    inline_statement,
     insert_sql,
     mapping,
-    query_size_for,
 )
 from dashfrog.storage._base import USER_ERRORS, SqlStore
+
+# Error names with which the server refuses a container it cannot read.
+_UNREADABLE = (
+    "AVRO_EXCEPTION",
+    "INCORRECT_DATA",
+    "CANNOT_READ_ALL_DATA",
+    "ATTEMPT_TO_READ_AFTER_EOF",
+    "CANNOT_PARSE",
+    "CANNOT_EXTRACT_TABLE_STRUCTURE",
+    "TOO_LARGE_STRING_SIZE",
+    "TOO_LARGE_ARRAY_SIZE",
+    "UNKNOWN_TYPE",
+    "ILLEGAL_COLUMN",
+    "TYPE_MISMATCH",
+    "ILLEGAL_TYPE_OF_ARGUMENT",
+    "CANNOT_CONVERT_TYPE",
+    "BAD_ARGUMENTS",
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -176,12 +195,13 @@ class ClickhouseStore(SqlStore):
     def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
         """Write undecoded messages' events with the server's own Avro reader.
 
-        Per group, the same Avro container as the chDB path, sent inside the
-        statement (``inline_source``): one query counts the events and finds
-        the messages holding invalid ones, then ``INSERT ... SELECT`` maps the
-        valid events to the events table with the group's deduplication token.
-        The worker never builds a Python object per event. Same contract as
-        the base method.
+        Per group, the same Avro container as the chDB path, inside the
+        statement (``inline_statement``: it travels as the request body, so
+        the worker's cost is a base64 pass and the send): one query counts
+        the events and finds the messages holding invalid ones, then
+        ``INSERT ... SELECT`` maps the valid events to the events table with
+        the group's deduplication token. The worker never builds a Python
+        object per event. Same contract as the base method.
         """
         if not self._reads_nullable_tuples():
             return super().insert_encoded(groups, token)
@@ -194,16 +214,19 @@ class ClickhouseStore(SqlStore):
                 sql_map = mapping(schema_json)
             except UnsupportedSchema as exc:
                 raise UnsupportedSchema(str(exc), index, results) from exc
-            source = inline_source(b"".join(container_parts(schema_json, bodies)))
-            check = check_sql("", sql_map, source=source)
+            container = b"".join(container_parts(schema_json, bodies))
+            first, rest = inline_statement(
+                check_sql("", sql_map, source=INLINE_SOURCE) + " FORMAT JSONEachRow", container
+            )
             try:
-                (found,) = self._call(
-                    self._client.query,
-                    check,
-                    settings={"max_query_size": query_size_for(check)},
-                ).named_results()
+                line = self._call(
+                    self._client.command, first, data=rest, settings={"max_query_size": len(rest) + 4096}
+                )
+                found = json.loads(str(line))
             except (StorageError, QueryError) as exc:
-                if self._client is None:
+                # Only the engine refusing the data makes these messages
+                # malformed; anything else (network, server down) is retried.
+                if self._client is None or not any(code in str(exc) for code in _UNREADABLE):
                     raise
                 raise MalformedEventsError(
                     f"ClickHouse cannot read the messages: {exc}", index, results
@@ -212,14 +235,16 @@ class ClickhouseStore(SqlStore):
             invalid = tuple(int(m) for m in found["invalid"])
             if written:
                 broken = [int(m) for m in found["broken"]]
-                sql = insert_sql("", sql_map, filtered=bool(invalid), skip=broken, source=source)
+                sql = insert_sql("", sql_map, filtered=bool(invalid), skip=broken, source=INLINE_SOURCE)
+                first, rest = inline_statement(sql, container)
                 self._call(
                     self._client.command,
-                    sql,
+                    first,
+                    data=rest,
                     settings=INSERT_SETTINGS
                     | {
                         "insert_deduplication_token": f"{token}-{group_suffix(schema_json)}",
-                        "max_query_size": query_size_for(sql),
+                        "max_query_size": len(rest) + 4096,
                     },
                 )
             results.append(GroupResult(written, invalid))

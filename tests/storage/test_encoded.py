@@ -468,3 +468,18 @@ class TestClickhouseEncoded(EncodedContract):
         with pytest.raises(MalformedEventsError) as caught:
             store.insert_encoded([(SCHEMA, [good]), (SCHEMA, [b"\x02garbage"])], "bad")
         assert caught.value.group == 1 and caught.value.done == [GroupResult(len(simple().events))]
+
+    def test_a_server_that_cannot_be_reached_is_not_malformed_data(self, store: Any, monkeypatch: Any) -> None:
+        """Connection trouble is retried by the processor; only the server
+        refusing the container's bytes dead-letters messages."""
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        from dashfrog import StorageError
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise OperationalError("HTTPConnectionPool(host='127.0.0.1'): Connection refused")
+
+        monkeypatch.setattr(store._client, "command", down)
+        with pytest.raises(StorageError) as caught:
+            store.insert_encoded([(SCHEMA, [body(simple().events)])], "down")
+        assert not isinstance(caught.value, MalformedEventsError)
