@@ -565,6 +565,23 @@ def get_flow(
     )
 
 
+def _retry_reason(row: Mapping[str, Any], step_id: str) -> ErrorInfo | None:
+    """A retried attempt's reason (its ``retry_reason`` attribute, "Type: message")
+    as the step's error, so the step says why it ran again. It is never an
+    error of the flow: the flow's first error and error list skip it."""
+    reason = (row["attributes"] or {}).get("retry_reason")
+    if row["status"] != "retried" or not reason:
+        return None
+    type_, sep, message = reason.partition(": ")
+    return ErrorInfo(
+        type=type_ if sep else "Retry",
+        message=message if sep else reason,
+        step_id=step_id,
+        step_name=row["name"] or None,
+        at=_time(row["ended_us"]),
+    )
+
+
 def _step_tree(rows: Rows) -> list[StepRecord]:
     # Build bottom-up so each frozen record is created once with its children;
     # a step whose parent is unknown (not arrived yet, or outside the flow)
@@ -591,7 +608,7 @@ def _step_tree(rows: Rows) -> list[StepRecord]:
             ended_at=_time(row["ended_us"]),
             duration_ms=_ms(row["duration_us"]),
             last_activity=_time(row["last_activity_us"]),
-            error=_error(row, step_id, row["name"]) if row["has_error"] else None,
+            error=_error(row, step_id, row["name"]) if row["has_error"] else _retry_reason(row, step_id),
             attributes=dict(row["attributes"] or {}),
             services=list(row["services"] or []),
             hosts=list(row["hosts"] or []),

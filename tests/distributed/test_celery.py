@@ -101,7 +101,11 @@ def test_retry_once_then_success_is_a_clean_success(dist: Cluster) -> None:
     assert [[(c.name, c.status) for c in s.children] for s in attempts] == [
         [("reserve_stock", "retried")], [("reserve_stock", "success")]
     ]
-    assert attempts[0].error is None and attempts[0].ended_at is not None
+    # The retried attempt says why it ran again; that is never the flow's error.
+    reason = attempts[0].error
+    assert reason is not None and attempts[0].ended_at is not None
+    assert (reason.type, reason.step_name) == ("celery.exceptions.Retry", TASK + "retry_once")
+    assert "warehouse busy" in reason.message and attempts[1].error is None
     assert (detail.status, detail.error, detail.errors) == ("success", None, [])
     assert (detail.steps_failed, listed.steps_failed, listed.error, listed.status) == (0, 0, None, "success")
     # The flow is over: its current step is the last step to end, the same in the list and the detail.

@@ -57,6 +57,9 @@ def test_retried_attempt_is_no_error_and_no_failure(chdb_store: Any) -> None:
     detail = chdb_store.flow(f.flow_id)
     assert [(s.step_id, s.status) for s in detail.steps] == [(first, "retried"), (second, "success")]
     assert detail.steps[0].attributes["retry_reason"].startswith("celery.exceptions.Retry")
+    reason = detail.steps[0].error  # why it ran again, on the step only
+    assert reason is not None and (reason.type, reason.message) == ("celery.exceptions.Retry", "Retry in 0s")
+    assert detail.steps[1].error is None
     assert (detail.status, detail.error, detail.errors, detail.steps_failed) == ("success", None, [], 0)
     assert _current(chdb_store, f) == ("charge", second)
     stats = chdb_store.find_stats(StatsFilter.parse(tenant="cur-3"))
