@@ -28,6 +28,9 @@ def free_port() -> int:
 def _taken(port: int) -> bool:
     # The readiness check below would take another broker there for ours.
     with socket.socket() as s:
+        # Connections of a broker that just stopped linger in TIME_WAIT on the
+        # port; only a listener (another process) makes it taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -259,6 +259,8 @@ class Sender:
         attempt = 0
         partitions: list[int] = []
         refreshed = 0.0
+        # Beside the rounds: a round can wait on aiokafka for its request timeout.
+        reporter = asyncio.get_running_loop().create_task(self._report_drops_every_second())
         while not self._stopping:
             try:
                 producer, partitions, refreshed, attempt = await self._round(
@@ -270,15 +272,21 @@ class Sender:
                 self._note_error(exc)
                 log.warning("dashfrog: sender round failed; retrying", exc_info=True)
                 await self._sleep(1.0)
+        reporter.cancel()
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+    async def _report_drops_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                self._report_drops()
 
     async def _round(
         self, producer: Any, partitions: list[int], refreshed: float, attempt: int
     ) -> tuple[Any, list[int], float, int]:
         """Connect if needed, refresh partitions now and then, send what is queued."""
-        self._report_drops()
         if producer is None:
             producer = await self._connect()
             if producer is None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,29 +81,43 @@ def own_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
 
 
 class TcpCut:
-    """A TCP proxy to ``target``; ``cut()`` closes every connection and refuses
-    new ones until ``restore()``, as a stopped server would."""
+    """A TCP proxy to ``target`` on a thread of its own (store calls block the
+    test's loop); ``cut()`` closes every connection and refuses new ones until
+    ``restore()``, as a stopped server would."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = free_port()
         self.cut_now = False
         self.refused = 0
-        self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-cut", daemon=True)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_now:
             self.refused += 1
-            writer.close()
+            writer.transport.abort()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
 
@@ -116,22 +131,25 @@ class TcpCut:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
 
-    def cut(self) -> None:
-        self.cut_now = True
+    def _abort_all(self) -> None:
         for writer in list(self._writers):
             writer.transport.abort()
+
+    def cut(self) -> None:
+        self.cut_now = True
+        self._loop.call_soon_threadsafe(self._abort_all)
 
     def restore(self) -> None:
         self.cut_now = False
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.cut()
-        if self._server is not None:
-            self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
 @pytest.fixture
-async def server_store_url() -> AsyncIterator[tuple[str, TcpCut]]:
+def server_store_url() -> Iterator[tuple[str, TcpCut]]:
     """A fresh database on the ClickHouse server of DASHFROG_TEST_CLICKHOUSE_URL,
     reached through a TcpCut; skips without a server."""
     from urllib.parse import urlsplit, urlunsplit
@@ -144,7 +162,7 @@ async def server_store_url() -> AsyncIterator[tuple[str, TcpCut]]:
         )
     parts = urlsplit(url)
     proxy = TcpCut(parts.hostname or "127.0.0.1", parts.port or 8123)
-    await proxy.start()
+    proxy.start()
     database = f"dashfrog_rel_{uuid.uuid4().hex[:10]}"
     userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     cut_url = urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}", path="/" + database))
@@ -158,4 +176,4 @@ async def server_store_url() -> AsyncIterator[tuple[str, TcpCut]]:
             direct = open_store(urlunsplit(parts._replace(path="/" + database)))
             direct._execute(f"DROP DATABASE IF EXISTS `{database}`")
             direct.close()
-        await proxy.close()
+        proxy.close()
