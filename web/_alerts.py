@@ -35,13 +35,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dashfrog._exceptions import ConfigurationError
-from dashfrog._models import MAX_LIMIT, FlowFilter, FlowSummary
+from dashfrog._models import MAX_LIMIT, FlowFilter, FlowList, FlowSummary
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage import SqlStore, claim_incident, latest_incidents
 
@@ -245,7 +245,27 @@ class Firing:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def _flows(store: SqlStore, rule: AlertRule, since: datetime, status: str | None = None) -> Iterator[FlowSummary]:
+class FlowSource(Protocol):
+    """Where rules read flows: a store, or ``dashfrog.query`` (see QueryFlows)."""
+
+    def find_flows(self, flt: FlowFilter) -> FlowList: ...
+
+
+class QueryFlows:
+    """Flows through ``dashfrog.query``: the store directly when it is a ClickHouse
+    server, else the running ``dashfrog up`` / ``dashfrog api`` (a chDB store
+    belongs to the process that opened it), as the other read commands do."""
+
+    def find_flows(self, flt: FlowFilter) -> FlowList:
+        from dashfrog import query
+
+        return query.flows(
+            tenant=flt.tenant, status=flt.status, name=flt.name, labels=flt.labels,
+            since=flt.since, until=flt.until, limit=flt.limit, cursor=flt.cursor,
+        )
+
+
+def _flows(store: FlowSource, rule: AlertRule, since: datetime, status: str | None = None) -> Iterator[FlowSummary]:
     cursor: str | None = None
     seen = 0
     while True:
@@ -268,7 +288,7 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
 
 
-def evaluate_rule(store: SqlStore, rule: AlertRule, now: datetime) -> list[Firing]:
+def evaluate_rule(store: FlowSource, rule: AlertRule, now: datetime) -> list[Firing]:
     """What ``rule`` fires now, one entry per incident subject."""
     since = now - rule.window
     if rule.when == "stalled":
@@ -329,6 +349,13 @@ def _until_success(newest_first: list[FlowSummary]) -> Iterator[FlowSummary]:
         if f.status != "failed":
             return
         yield f
+
+
+def evaluate_all(source: FlowSource, rules: RuleFile, now: datetime) -> list[Firing]:
+    firing: list[Firing] = []
+    for rule in rules.rules:
+        firing += evaluate_rule(source, rule, now)
+    return firing
 
 
 # -- notices --------------------------------------------------------------------
@@ -417,10 +444,7 @@ class Evaluator:
 
     def evaluate(self, now: datetime | None = None) -> list[Firing]:
         now = now or datetime.now(UTC)
-        firing: list[Firing] = []
-        for rule in self.rules.rules:
-            firing += evaluate_rule(self.store, rule, now)
-        return firing
+        return evaluate_all(self.store, self.rules, now)
 
     def run_once(self, now: datetime | None = None) -> list[tuple[str, dict[str, Any]]]:
         """One round: open what fires and is not open, resolve what is open and no
@@ -546,27 +570,25 @@ def list_command() -> None:
 def test_command(send: bool) -> None:
     """Evaluate every rule now against the store and print what would fire.
 
-    Claims nothing: incidents that `dashfrog api` tracks are not touched.
+    Reads flows as `dashfrog flows` does (a ClickHouse server directly, else
+    the running `dashfrog up` / `dashfrog api`). Claims nothing: incidents
+    that the API's evaluator tracks are not touched.
     """
-    from dashfrog.storage import open_store
+    from dashfrog._exceptions import DashfrogError
 
     settings = get_settings()
     rules = _rules_or_exit(settings)
+    evaluator = Evaluator(QueryFlows(), rules, settings)  # type: ignore[arg-type]
+    if send:
+        try:
+            evaluator.check()
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+    now = datetime.now(UTC)
     try:
-        store = open_store(settings.clickhouse_url)
-    except Exception as exc:
-        raise click.ClickException(f"cannot open the store: {exc}") from None
-    try:
-        evaluator = Evaluator(store, rules, settings)  # type: ignore[arg-type]
-        if send:
-            try:
-                evaluator.check()
-            except ConfigurationError as exc:
-                raise click.ClickException(str(exc)) from None
-        now = datetime.now(UTC)
-        firing = evaluator.evaluate(now)
-    finally:
-        store.close()
+        firing = evaluate_all(QueryFlows(), rules, now)
+    except DashfrogError as exc:
+        raise click.ClickException(str(exc)) from None
     for f in firing:
         click.echo(f"FIRING {f.rule.name} tenant={f.tenant} {f.subject} {json.dumps(f.details, sort_keys=True)}")
         if send:

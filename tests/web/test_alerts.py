@@ -337,38 +337,36 @@ def test_api_lists_open_incidents_per_tenant_and_runs_the_evaluator(
     assert SECRET not in json.dumps(admin)
 
 
-def test_cli_lists_and_tests_rules(tmp_path: Path, receiver: Receiver) -> None:
-    from dashfrog.storage import open_store
-
-    db = tmp_path / "db"
-    s = open_store(f"chdb://{db}")
-    s.migrate()
-    now = time.time_ns() // 1000
-    _insert(s, _run("acme", "checkout", now - MIN_US, fail=True, env="prod"))
-    s.close()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES.format(url=receiver.url))
-    env = {"DASHFROG_ALERT_RULES": str(rules), "DASHFROG_CLICKHOUSE_URL": f"chdb://{db}",
-           "DASHFROG_ALERT_WEBHOOK_SECRET": SECRET}
+def test_cli_lists_and_tests_rules(store: Any, tmp_path: Path, receiver: Receiver) -> None:
+    from dashfrog import query
     from dashfrog._cli import main
     from dashfrog._settings import _env_settings, set_settings
 
+    now = time.time_ns() // 1000
+    _insert(store, _run("acme", "checkout", now - MIN_US, fail=True, env="prod"))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(url=receiver.url))
+    env = {"DASHFROG_ALERT_RULES": str(rules), "DASHFROG_ALERT_WEBHOOK_SECRET": SECRET}
     set_settings(None)
     _env_settings.cache_clear()  # the CLI reads the environment given below
+    query.use_store(store)  # `alerts test` reads flows through dashfrog.query, as `dashfrog flows` does
     runner = CliRunner()
-    listed = runner.invoke(main, ["alerts", "list"], env=env)
-    assert listed.exit_code == 0, listed.output
-    assert "checkout-failed  [failed]" in listed.output and "4 rule(s)" in listed.output
-    assert "s3cr3t-path" not in listed.output  # the webhook shows as scheme://host only
-    tested = runner.invoke(main, ["alerts", "test", "--send"], env=env)
-    assert tested.exit_code == 0, tested.output
-    assert "FIRING checkout-failed tenant=acme checkout" in tested.output
-    assert "1 firing, 3 rule(s) quiet" in tested.output
-    assert receiver.events() == [("test", "checkout-failed")] and verify(receiver.received[0])
-    _env_settings.cache_clear()
-    bad = runner.invoke(main, ["alerts", "list"], env={**env, "DASHFROG_ALERT_RULES": str(tmp_path / "nope.yaml")})
-    _env_settings.cache_clear()
-    assert bad.exit_code == 1 and "cannot read it" in bad.output
+    try:
+        listed = runner.invoke(main, ["alerts", "list"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert "checkout-failed  [failed]" in listed.output and "4 rule(s)" in listed.output
+        assert "s3cr3t-path" not in listed.output  # the webhook shows as scheme://host only
+        tested = runner.invoke(main, ["alerts", "test", "--send"], env=env)
+        assert tested.exit_code == 0, tested.output
+        assert "FIRING checkout-failed tenant=acme checkout" in tested.output
+        assert "1 firing, 3 rule(s) quiet" in tested.output
+        assert receiver.events() == [("test", "checkout-failed")] and verify(receiver.received[0])
+        _env_settings.cache_clear()
+        bad = runner.invoke(main, ["alerts", "list"], env={**env, "DASHFROG_ALERT_RULES": str(tmp_path / "nope.yaml")})
+        assert bad.exit_code == 1 and "cannot read it" in bad.output
+    finally:
+        query.use_store(None)
+        _env_settings.cache_clear()
 
 
 # -- two `dashfrog api` processes, one ClickHouse server ----------------------------
