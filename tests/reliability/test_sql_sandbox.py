@@ -362,3 +362,73 @@ def test_long_user_query_blocks_neither_writes_nor_reads(chdb: Any) -> None:
         worker.join(60)
         store.sql_limits = SqlLimits()
     assert not worker.is_alive()
+
+
+def test_api_answers_while_a_long_sql_request_runs(chdb: Any) -> None:
+    """Over a real server: /api/flows answers, and an insert lands, while a
+    POST /api/sql is still running on the same app."""
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    marker = f"slow-{uuid.uuid4().hex[:8]}"
+    chdb.sql_limits = SqlLimits(max_execution_s=120)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(chdb, Settings()), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    base = f"http://127.0.0.1:{port}"
+    slow: dict[str, Any] = {}
+
+    def slow_sql() -> None:
+        body = json.dumps({"sql": f"SELECT '{marker}' AS m, count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"})
+        request = urllib.request.Request(f"{base}/api/sql", data=body.encode(), method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                slow["status"] = response.status
+        except urllib.error.HTTPError as exc:
+            slow["status"] = exc.code
+        slow["done"] = time.monotonic()
+
+    def running() -> bool:
+        rows = chdb._query(
+            "SELECT count() AS n FROM system.processes WHERE query LIKE {m:String} AND query NOT LIKE '%system.processes%'",
+            {"m": f"%{marker}%"},
+        )
+        return int(rows[0]["n"]) > 0
+
+    caller = threading.Thread(target=slow_sql, daemon=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        caller.start()
+        while not running():
+            assert time.monotonic() < deadline, "the slow query never started"
+            time.sleep(0.05)
+        events = flow_events(2, tenants=1, steps=1, run=marker)
+        chdb.insert_events(events, f"api-{marker}")
+        with urllib.request.urlopen(f"{base}/api/flows?label=run={marker}", timeout=30) as response:
+            listed = json.loads(response.read())["flows"]
+        with urllib.request.urlopen(f"{base}/api/whoami", timeout=30) as response:
+            assert json.loads(response.read())["admin"] is True
+        # Answered while the SQL request was still in flight.
+        assert running() and "done" not in slow
+        assert {f["flow_id"] for f in listed} == {e["flow_id"] for e in events}
+    finally:
+        chdb._execute(f"KILL QUERY WHERE query LIKE '%{marker}%' SYNC")
+        if caller.ident is not None:
+            caller.join(60)
+        server.should_exit = True
+        serving.join(15)
+        chdb.sql_limits = SqlLimits()
+    assert slow.get("status") == 400  # the killed query is reported, not hung
