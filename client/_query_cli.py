@@ -8,6 +8,7 @@ over HTTP otherwise (a chDB store belongs to the process that opened it).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -267,7 +268,8 @@ def flow_command(flow_id: str, tenant: str | None, as_json: bool) -> None:
 
 
 def _utf8_out() -> bool:
-    encoding = getattr(click.get_text_stream("stdout"), "encoding", None) or ""
+    # The terminal's own encoding: click would re-encode an ASCII stream as UTF-8.
+    encoding = getattr(sys.stdout, "encoding", None) or ""
     return encoding.lower().replace("-", "") in ("utf8", "utf8sig")
 
 

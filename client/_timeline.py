@@ -123,7 +123,7 @@ def text_timeline(
         for a, b in covered:
             for i in range(cell(a), max(cell(a), cell(b) if b > a else cell(a)) + 1):
                 bar[i] = full
-        duration = span((end - start) / 1000) + ("…" if x.ended_at is None else "")
+        duration = span((end - start) / 1000) + ("" if x.ended_at else "..." if ascii_only else "…")
         text = (
             f"  {'+' + span((start - t0) / 1000):>11}  {duration:>11}  |{''.join(bar)}|  "
             f"{'  ' * depth + name:<{name_width}}"

@@ -277,13 +277,13 @@ def test_timeseries_counts_runs_per_bucket_by_status(store: Any, server: Server)
     assert narrow.status_code == 400 and "bucket" in narrow.json()["detail"]
 
 
-def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(server: Server, *args: str, encoding: str = "utf-8") -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DASHFROG_API_URL": server.url,
         "DASHFROG_ADMIN_TOKEN": "root-secret",
         "DASHFROG_CLICKHOUSE_URL": "chdb:///nonexistent-so-the-cli-asks-the-api",
-        "PYTHONIOENCODING": "utf-8",
+        "PYTHONIOENCODING": encoding,
     }
     exe = str(Path(sys.executable).parent / "dashfrog")
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=env)
@@ -338,3 +338,9 @@ def test_cli_flow_prints_a_text_timeline(store: Any, server: Server) -> None:
     first = {name: len(b) - len(b.lstrip()) for name, b in bar.items()}
     assert first["call_payments"] <= first["fraud_check"] < first["charge_card"]
     assert "░" in bar["call_payments"] and "░" not in bar["fraud_check"]
+
+    # A terminal that cannot print block characters gets an ASCII timeline.
+    plain = cli(server, "flow", timed["flow_id"], encoding="ascii")
+    assert plain.returncode == 0, plain.stderr
+    assert "333.0 ms not in child steps" in plain.stdout and "." in plain.stdout.split("call_payments")[0]
+    assert all(ord(c) < 128 for c in plain.stdout), {c for c in plain.stdout if ord(c) >= 128}
