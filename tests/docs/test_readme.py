@@ -108,12 +108,39 @@ def demo_like_events(now_us: int, n: int = 240, seed: int = 11) -> list[Event]:
     return events
 
 
+def demo_like_metrics() -> list[Event]:
+    """The README's metrics (api_calls, request_duration_seconds, monthly_quota)
+    for every tenant, one point every 5 minutes over the last hour."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.storage.test_metrics_store import counter_point, event, gauge_point, histogram_point
+
+    rnd = random.Random(5)
+    now = datetime.now(UTC) - timedelta(seconds=30)
+    times = [now - timedelta(minutes=5 * k) for k in range(12)]
+    calls, durations, quotas = [], [], []
+    for tenant in TENANTS:
+        for at in times:
+            calls.append(counter_point(tenant, rnd.randint(50, 100), at, method="POST", status="200"))
+            calls.append(counter_point(tenant, rnd.randint(0, 5), at, method="POST", status="500"))
+            durations.append(histogram_point(tenant, [rnd.lognormvariate(-1.5, 0.5) for _ in range(20)], at,
+                                             endpoint="/api/users"))
+        quotas.append(gauge_point(tenant, 420, 400, 450, times[0], env="prod"))
+    return [
+        event("api_calls", "counter", calls, ["method", "status"], pretty_name="API Calls", unit="count"),
+        event("request_duration_seconds", "histogram", durations, ["endpoint"], pretty_name="Request Duration",
+              unit="seconds"),
+        event("monthly_quota", "gauge", quotas, ["env"], pretty_name="Monthly Quota", unit="requests"),
+    ]
+
+
 def seeded_store(path: Path) -> str:
     url = f"chdb://{path}"
     store = open_store(url)
     try:
         store.migrate()
         store.insert_events(demo_like_events(int(time.time() * 1e6)), "readme-demo")
+        store.insert_events(demo_like_metrics(), "readme-demo-metrics")
     finally:
         store.close()
     return url
