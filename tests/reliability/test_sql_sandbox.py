@@ -432,3 +432,25 @@ def test_api_answers_while_a_long_sql_request_runs(chdb: Any) -> None:
         serving.join(15)
         chdb.sql_limits = SqlLimits()
     assert slow.get("status") == 400  # the killed query is reported, not hung
+
+
+def test_allowlists_name_real_harmless_functions(chdb: Any) -> None:
+    from dashfrog.storage._sqlcheck import AGGREGATES, FUNCTIONS, TABLE_FUNCTIONS, allowed_function
+
+    known = {r["name"].lower() for r in chdb._query("SELECT name FROM system.functions")}
+    tables = {r["name"].lower() for r in chdb._query("SELECT name FROM system.table_functions")}
+    # Names the parser turns into other nodes, or aggregates spelled with a combinator.
+    parser_forms = {"countdistinct", "date_add", "date_sub", "dateadd", "datesub", "exists", "grouping",
+                    "lambda", "untuple", "summap", "minmap", "maxmap"}  # fmt: skip
+    assert (FUNCTIONS | AGGREGATES) - known - parser_forms == set(), "typo in the allowlist?"
+    assert TABLE_FUNCTIONS <= tables
+    categories = {
+        r["name"].lower(): r["categories"]
+        for r in chdb._query("SELECT name, categories FROM system.functions")
+    }
+    risky = {"Introspection", "Dictionary", "Embedded Dictionary", "AI", "Encryption", "Machine Learning"}
+    assert not [n for n in FUNCTIONS | AGGREGATES if categories.get(n, "") in risky]
+    for name in ("file", "url", "s3", "remote", "executable", "python", "input", "addressToLine",
+                 "dictGet", "getSetting", "currentUser", "hostName", "sleep", "throwIf"):  # fmt: skip
+        assert not allowed_function(name), name
+    assert allowed_function("uniqExactIf") and allowed_function("sumStateMerge") and allowed_function("COUNT")
