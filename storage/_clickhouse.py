@@ -213,6 +213,28 @@ class ClickhouseStore(SqlStore):
                 self._nullable_tuples = False
         return self._nullable_tuples
 
+    def _post(self, first: str, rest: bytes, settings: Mapping[str, Any]) -> bytes:
+        """Run the statement ``first`` + newline + ``rest`` (see ``inline_statement``);
+        its output. clickhouse-connect's ``command`` scans a body to decide whether
+        a retry is safe (~2 µs per event here); its transport is called directly
+        when it has the shape of 1.x, without retries (the processor retries)."""
+        backend = getattr(self._client, "_backend", None)
+        request = getattr(backend, "request", None)
+        if request is None:  # another clickhouse-connect: the public path
+            out = self._call(self._client.command, first, data=rest, settings=dict(settings))
+            return out.encode() if isinstance(out, str) else b""
+        params = {"database": self.database, "query": first, **{k: str(v) for k, v in settings.items()}}
+        response = self._call(
+            request,
+            rest,
+            params,
+            headers={"Content-Type": "application/octet-stream"},
+            method="POST",
+            server_wait=False,
+            retryable=False,
+        )
+        return bytes(response.data or b"")
+
     def insert_encoded(self, groups: Sequence[EncodedGroup], token: str) -> list[GroupResult]:
         """Write undecoded messages' events with the server's own Avro reader.
 
@@ -240,10 +262,7 @@ class ClickhouseStore(SqlStore):
                 check_sql("", sql_map, source=INLINE_SOURCE) + " FORMAT JSONEachRow", container
             )
             try:
-                line = self._call(
-                    self._client.command, first, data=rest, settings={"max_query_size": len(rest) + 4096}
-                )
-                found = json.loads(str(line))
+                found = json.loads(self._post(first, rest, {"max_query_size": len(rest) + 4096}))
             except (StorageError, QueryError) as exc:
                 # Only the engine refusing the data makes these messages
                 # malformed; anything else (network, server down) is retried.
@@ -258,11 +277,10 @@ class ClickhouseStore(SqlStore):
                 broken = [int(m) for m in found["broken"]]
                 sql = insert_sql("", sql_map, filtered=bool(invalid), skip=broken, source=INLINE_SOURCE)
                 first, rest = inline_statement(sql, container)
-                self._call(
-                    self._client.command,
+                self._post(
                     first,
-                    data=rest,
-                    settings=INSERT_SETTINGS
+                    rest,
+                    INSERT_SETTINGS
                     | {
                         "insert_deduplication_token": f"{token}-{group_suffix(schema_json)}",
                         "max_query_size": len(rest) + 4096,

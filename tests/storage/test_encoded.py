@@ -480,6 +480,8 @@ class TestClickhouseEncoded(EncodedContract):
             raise OperationalError("HTTPConnectionPool(host='127.0.0.1'): Connection refused")
 
         monkeypatch.setattr(store._client, "command", down)
+        if hasattr(store._client, "_backend"):
+            monkeypatch.setattr(store._client._backend, "request", down)
         with pytest.raises(StorageError) as caught:
             store.insert_encoded([(SCHEMA, [body(simple().events)])], "down")
         assert not isinstance(caught.value, MalformedEventsError)
