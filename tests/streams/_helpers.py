@@ -233,7 +233,9 @@ async def running(settings: Settings, store: Any, tmp_path: Path) -> AsyncIterat
         await processor.stop()
 
 
-def worker_process(settings: Settings, store_url: str, log: Path, partitions: int) -> subprocess.Popen[bytes]:
+def worker_process(
+    settings: Settings, store_url: str, log: Path, partitions: int, **more_env: str
+) -> subprocess.Popen[bytes]:
     """``dashfrog worker`` in a child process, status line every 0.1 s into ``log``."""
     env = {
         **os.environ,
@@ -244,6 +246,7 @@ def worker_process(settings: Settings, store_url: str, log: Path, partitions: in
         "DASHFROG_REBALANCE_TIMEOUT_S": "2",
         "DASHFROG_PROCESSOR_BATCH_WAIT_S": "0.05",
         "DASHFROG_CLICKHOUSE_URL": store_url,
+        **more_env,
     }
     return subprocess.Popen(
         [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.1"],
