@@ -444,7 +444,8 @@ class StoreContract:
         store.insert_events(a.events[3:] + b.events, "rest")
         store.insert_events([a_end, b.events[2]], "redelivered")
         store.insert_events(list(reversed(a.events)), "replayed")
-        assert store.select(
+        # The unmerged rows themselves: user SQL (select) reads FINAL, so ask the engine directly.
+        assert store._query(
             "SELECT count() AS n FROM flow_runs WHERE notEmpty(steps_failed)"
         )[0]["n"] > 2
         hour_ago = datetime.fromtimestamp((NOW_US - 2 * HOUR_US) / 1e6, UTC)
