@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import dashfrog
+from dashfrog import _metrics
 from tests.conftest import consume_events
 from tests.examples.test_demo_app import load_demo
 
@@ -13,6 +15,11 @@ from tests.examples.test_demo_app import load_demo
 def test_demo_records_metrics_per_customer(sdk: dict) -> None:
     demo = load_demo()
     outcomes = asyncio.run(demo.main(count=40, concurrency=8, fast=True, seed=11))
+    # The quota gauge samples in a thread of its own as soon as it is declared.
+    deadline = time.monotonic() + 10
+    while not demo.monthly_quota._metric.series:
+        assert time.monotonic() < deadline, "the quota gauge never sampled"
+        time.sleep(0.01)
     assert dashfrog.flush(10)
     events = consume_events(sdk["bootstrap"], sdk["topic"], 40 * 4, timeout=30)
     batches = [e for e in events if e["kind"] == "metrics"]
@@ -37,3 +44,7 @@ def test_demo_records_metrics_per_customer(sdk: dict) -> None:
     assert sum(p["count"] for p in points["import_rows"]) == 40
     assert sum(p["count"] for p in points["import_duration_seconds"]) == 40
     assert {p["tenant"] for p in points["monthly_quota"]} == set(demo.TENANTS)
+    # The demo's gauge schedule would go on sampling after the test.
+    with _metrics._registry.lock:
+        _metrics._registry.periodic.clear()
+    _metrics._registry.collect()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import dashfrog
-from dashfrog import metrics, query, schemas
+from dashfrog import _metrics, metrics, query, schemas
 from dashfrog._exceptions import QueryError
 from dashfrog._settings import Settings, set_settings
 from tests.streams._helpers import read_all, running, send_raw, wait_for
@@ -40,7 +40,11 @@ def settings(broker: str, topic_prefix: str) -> Iterator[Settings]:
             processor_batch_wait_s=0.05,
         )
     finally:
+        # The test's gauge schedule ends with it; what it sampled is not sent.
+        with _metrics._registry.lock:
+            _metrics._registry.periodic.clear()
         dashfrog.shutdown(5)
+        _metrics._registry.collect()
         set_settings(None)
 
 
