@@ -426,7 +426,7 @@ class Sender:
                 self._note_reachable()
             except Exception as exc:
                 self._note_error(exc)
-                if getattr(exc, "retriable", True):  # not e.g. a message too large
+                if _outage_like(exc):
                     self._note_unreachable()
                 # Put them back in front, in order, for the next round.
                 queue.extendleft(reversed(chunk))
@@ -457,6 +457,14 @@ class Sender:
             self._wake.set()
             await asyncio.sleep(0.005)
         return True
+
+
+def _outage_like(exc: BaseException) -> bool:
+    """A failed send that says the broker is away (a timeout, a lost
+    connection), not that this message is wrong (too large, refused)."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    return isinstance(exc, TimeoutError | KafkaTimeoutError) or bool(getattr(exc, "retriable", True))
 
 
 def _messages(items: list[Queued], max_events: int) -> list[list[Queued]]:

@@ -448,9 +448,11 @@ class Processor:
 def _retriable(exc: BaseException) -> bool:
     """Whether trying the same send again may work: a timeout or a retriable
     Kafka error may; a message too large or a refused topic will not."""
+    from aiokafka.errors import KafkaTimeoutError  # not flagged retriable, but a timeout
+
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, TimeoutError):
+        if isinstance(seen, TimeoutError | KafkaTimeoutError):
             return True
         retriable = getattr(seen, "retriable", None)
         if retriable is not None:
