@@ -563,6 +563,12 @@ class Gauge(_Instrument):
         _registry.schedule(_Periodic(self, float(period_in_seconds), callback, timeout))
         return self
 
+    def stop_periodically(self) -> Gauge:
+        """Stop every schedule of this gauge (a call under way finishes, its
+        values still count). Returns this gauge."""
+        _registry.unschedule(self.name)
+        return self
+
     def _sample(self, values: Iterable[Any]) -> int:
         """Set the values a callback produced; invalid ones are logged and skipped."""
         n = 0
@@ -625,6 +631,7 @@ class _Registry:
         self.callback_errors = 0
         self._last_callback_report: dict[str, float] = {}
         self._export_lock = threading.Lock()
+        self._due_lock = threading.Lock()  # one caller starts due callbacks at a time
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -684,7 +691,12 @@ class _Registry:
             periodic.due = time.monotonic()
             self.periodic.append(periodic)
         self._ensure_thread()
-        self._wake.set()
+        # The first sample is taken now, not at the thread's next round.
+        self._run_due(time.monotonic())
+
+    def unschedule(self, name: str) -> None:
+        with self.lock:
+            self.periodic = [p for p in self.periodic if p.gauge.name != name]
 
     # -- the thread -------------------------------------------------------------
 
@@ -727,6 +739,10 @@ class _Registry:
             self._wake.clear()
 
     def _run_due(self, now: float) -> None:
+        with self._due_lock:
+            self._start_due(now)
+
+    def _start_due(self, now: float) -> None:
         with self.lock:
             periodic = list(self.periodic)
         for p in periodic:
@@ -851,6 +867,7 @@ class _Registry:
         # The parent's aggregates are the parent's to send; its thread is gone.
         self.lock = threading.Lock()
         self._export_lock = threading.Lock()
+        self._due_lock = threading.Lock()
         self.key = METRICS_KEY_PREFIX + os.urandom(8).hex()
         for metric in self.metrics.values():
             metric.lock = threading.Lock()

@@ -451,6 +451,21 @@ def test_a_failing_or_slow_callback_is_logged_and_skipped_and_sampling_goes_on(
     assert _metrics._registry._thread is not None and _metrics._registry._thread.is_alive()
 
 
+def test_stop_periodically_ends_the_sampling() -> None:
+    calls: list[float] = []
+
+    def sample(timeout_seconds: float) -> list[metrics.GaugeValue]:
+        calls.append(time.monotonic())
+        return [metrics.GaugeValue(value=len(calls), tenant="acme")]
+
+    gauge = metrics.Gauge(unique("g")).set_periodically(0.05, sample)
+    wait_until(lambda: len(calls) >= 3, "a few periods sampled")
+    assert gauge.stop_periodically() is gauge
+    # Its schedule is gone: the sampling thread starts no more calls of it.
+    with _metrics._registry.lock:
+        assert all(p.gauge is not gauge for p in _metrics._registry.periodic)
+
+
 def test_stats_has_the_metrics_counters() -> None:
     stats = dashfrog.stats()
     for key in (

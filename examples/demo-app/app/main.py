@@ -39,9 +39,7 @@ def quota_left(timeout_seconds: int) -> Iterator[metrics.GaugeValue]:
         yield metrics.GaugeValue(value=QUOTA - rows_used.get(tenant, 0), tenant=tenant, labels={"plan": "standard"})
 
 
-monthly_quota = metrics.Gauge(
-    "monthly_quota", labels=["plan"], pretty_name="Monthly quota left", unit="rows"
-).set_periodically(10, quota_left)
+monthly_quota = metrics.Gauge("monthly_quota", labels=["plan"], pretty_name="Monthly quota left", unit="rows")
 
 
 class InvalidFile(ValueError):
@@ -86,6 +84,14 @@ async def run_import(rng: random.Random, n: int, fast: bool) -> str:
 
 async def main(count: int | None, concurrency: int, fast: bool, seed: int | None) -> dict[str, int]:
     rng = random.Random(seed)
+    monthly_quota.set_periodically(10, quota_left)
+    try:
+        return await imports(rng, count, concurrency, fast)
+    finally:
+        monthly_quota.stop_periodically()
+
+
+async def imports(rng: random.Random, count: int | None, concurrency: int, fast: bool) -> dict[str, int]:
     outcomes: dict[str, int] = {}
     n = 0
     running: set[asyncio.Task[str]] = set()
