@@ -165,6 +165,9 @@ METRIC_KINDS = ("counter", "histogram", "gauge")
 # The SDK keeps at most 160 buckets a side between scales -10 and 20.
 _MAX_BUCKETS = 4096
 _SCALES = range(-10, 21)
+# Microseconds before 2286, and bucket indexes that fit the store's Int32.
+_MAX_MICROS = 10**16
+_MAX_INDEX = 2**31 - 1 - _MAX_BUCKETS
 
 
 def _validate_metrics(event: Event) -> None:
@@ -190,3 +193,17 @@ def _validate_metrics(event: Event) -> None:
                 raise SchemaError(f"metric {name!r} has a point at scale {point.get('scale')}, outside -10..20")
             if len(point.get("positive") or ()) > _MAX_BUCKETS or len(point.get("negative") or ()) > _MAX_BUCKETS:
                 raise SchemaError(f"metric {name!r} has a point with more than {_MAX_BUCKETS} buckets")
+            _check_point_numbers(name, point)
+
+
+def _check_point_numbers(name: str, point: Any) -> None:
+    """What a store column could not hold (a write that failed on it would be retried forever)."""
+    for field in ("start", "time"):
+        if not 0 <= point.get(field, 0) < _MAX_MICROS:
+            raise SchemaError(f"metric {name!r} has a point whose {field} is not microseconds since 1970")
+    counts = [point.get("count", 0), point.get("zero_count", 0), *(point.get("positive") or ()), *(point.get("negative") or ())]
+    if any(c < 0 for c in counts):
+        raise SchemaError(f"metric {name!r} has a point with a negative count")
+    for field in ("positive_offset", "negative_offset"):
+        if abs(point.get(field, 0)) > _MAX_INDEX:
+            raise SchemaError(f"metric {name!r} has a point whose {field} is out of range")

@@ -205,6 +205,9 @@ _INSERT = (
 )
 
 
+_INSERT_CHARS = 200_000
+
+
 def labels_key(labels: Mapping[str, str]) -> str:
     """The canonical text of a label set (sorted JSON): equal sets, equal keys."""
     return json.dumps(dict(sorted(labels.items())), ensure_ascii=False, separators=(",", ":"))
@@ -288,8 +291,21 @@ def write_points(execute: Execute, events: Sequence[Mapping[str, Any]], token: s
     rows = point_rows(events)
     if not rows:
         return 0
-    data = "\n".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows)
-    execute(_INSERT + f" SETTINGS insert_deduplication_token = {_quote(token)}", {"rows": data})
+    # The rows travel as one bound parameter, which a server takes in the URL
+    # (percent-encoded, under its 1 MiB URI limit): inserts of at most about
+    # 200 kB of JSON each.
+    lines = [json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows]
+    chunk: list[str] = []
+    size = part = 0
+    for i, line in enumerate(lines):
+        chunk.append(line)
+        size += len(line) + 1
+        if size >= _INSERT_CHARS or i == len(lines) - 1:
+            execute(
+                _INSERT + f" SETTINGS insert_deduplication_token = {_quote(f'{token}-{part}')}",
+                {"rows": "\n".join(chunk)},
+            )
+            chunk, size, part = [], 0, part + 1
     keys = sorted({(r["tenant"], r["name"], _minute_of(r["time_us"])) for r in rows})
     reproject(execute, keys)
     return len(rows)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dashfrog import _metrics, schemas
-from dashfrog._exceptions import QueryError
+from dashfrog._exceptions import QueryError, SchemaError
 from dashfrog._metric_models import MetricFilter
 from dashfrog.storage import list_metrics, metric_info, metric_ratio, metric_series
 from dashfrog.storage._metrics import error_bound, percentiles
@@ -346,3 +346,51 @@ if os.environ.get("DASHFROG_TEST_CLICKHOUSE_URL") is None:  # say why, once
     TestClickhouseMetrics.__doc__ = (
         "Skipped without DASHFROG_TEST_CLICKHOUSE_URL or Docker (see conftest)."
     )
+
+
+def test_a_large_batch_is_written_in_chunks_and_counted_once(chdb_store: Any) -> None:
+    rng = random.Random(9)
+    points = [
+        histogram_point(f"t{i % 7}", [rng.lognormvariate(0, 4) for _ in range(60)], BASE + timedelta(seconds=i % 59),
+                        request=f"r{i}")
+        for i in range(1500)
+    ]  # fmt: skip
+    batch = [event("wide", "histogram", points, ["request"])]
+    executed: list[str] = []
+    original = chdb_store._execute
+
+    def spy(sql: str, params: Any = None) -> None:
+        executed.append(sql)
+        original(sql, params)
+
+    chdb_store._execute = spy
+    try:
+        chdb_store.insert_events(batch, "big")
+        chdb_store.insert_events(batch, "big-again")
+    finally:
+        chdb_store._execute = original
+    inserts = [s for s in executed if s.startswith("INSERT INTO metric_points")]
+    assert len(inserts) > 2  # several inserts per batch
+    (row,) = series(chdb_store, name="wide")
+    assert row.count == 1500 * 60
+
+
+def test_the_contract_refuses_points_a_column_cannot_hold() -> None:
+    good = event("c", "counter", [counter_point("t", 1, BASE)])
+    for field, value in (
+        ("count", -1),
+        ("time", -5),
+        ("start", 10**17),
+        ("positive_offset", 2**31),
+    ):
+        broken = {
+            **good,
+            "metrics": [
+                {
+                    **good["metrics"][0],
+                    "points": [{**good["metrics"][0]["points"][0], field: value}],
+                }
+            ],
+        }
+        with pytest.raises(SchemaError):
+            schemas.validate(broken)
