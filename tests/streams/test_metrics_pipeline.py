@@ -187,3 +187,35 @@ def test_a_malformed_metrics_message_is_refused_by_the_contract() -> None:
     ):
         with pytest.raises(dashfrog.SchemaError, match=message):
             schemas.validate(broken)  # type: ignore[arg-type]
+
+
+def test_points_aggregated_before_exit_are_sent_at_exit(broker: str, topic_prefix: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from dashfrog._broker import ensure_topics_sync
+    from tests.conftest import consume_events
+
+    topic = topic_prefix + "dashfrog.events"
+    ensure_topics_sync(broker, {topic: 1})
+    program = (
+        "from dashfrog import metrics\n"
+        "c = metrics.Counter('exit_calls', labels=['k'])\n"
+        "for i in range(10): c.add(1, tenant='acme-corp', k='v')\n"
+        # No flush: the interval (an hour) never comes; interpreter exit sends them.
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHFROG_")}
+    env |= {
+        "DASHFROG_KAFKA_BOOTSTRAP": broker,
+        "DASHFROG_TOPIC_PREFIX": topic_prefix,
+        "DASHFROG_METRICS_INTERVAL_S": "3600",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (batch,) = consume_events(broker, topic, 1, timeout=20)
+    assert batch["kind"] == "metrics"
+    ((point,),) = [m["points"] for m in batch["metrics"] if m["name"] == "exit_calls"]
+    assert (point["tenant"], point["value"]) == ("acme-corp", 10)
