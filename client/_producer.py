@@ -98,6 +98,9 @@ class Sender:
         # the drop total when it began (None: Kafka answers).
         self._unreachable_since: float | None = None
         self._dropped_before_outage = 0
+        # The drop total when Kafka last acknowledged a send: an outage's drops
+        # count from there (they may start before the outage is noticed).
+        self._dropped_at_last_ack = 0
         _quiet_library_logs()
         self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
         self._thread.start()
@@ -349,7 +352,7 @@ class Sender:
             self.last_error = why[:300]
         if self._unreachable_since is None:
             self._unreachable_since = now
-            self._dropped_before_outage = self.dropped
+            self._dropped_before_outage = self._dropped_at_last_ack
         last = self._last_unreachable_report
         if last is not None and now - last < _UNREACHABLE_EVERY_S:
             return
@@ -369,12 +372,14 @@ class Sender:
         """A send was acknowledged: end the outage under way, if any, in one line."""
         since = self._unreachable_since
         if since is None:
+            self._dropped_at_last_ack = self.dropped
             return
         self._unreachable_since = None
         self._last_unreachable_report = None
+        self._dropped_at_last_ack = self.dropped
         log.warning(
-            "dashfrog: Kafka at %s answers again after %.0f s; %d events dropped during the outage "
-            "(%d in all), the queued ones are being sent.",
+            "dashfrog: Kafka at %s answers again after %.0f s; %d events dropped since it last "
+            "acknowledged a send (%d in all), the queued ones are being sent.",
             self.settings.bootstrap,
             time.monotonic() - since,
             self.dropped - self._dropped_before_outage,
