@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     sql_max_memory_bytes: int = Field(
         2_000_000_000, ge=0, description="Most memory one user SQL query may use, in bytes (0: no limit)."
     )
+    sql_max_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="Threads one user SQL query may run on (default: half the cores, at least 1), "
+        "so that ingestion keeps the other cores while it runs.",
+    )
 
     # -- alerts ---------------------------------------------------------------
     alert_rules: str | None = Field(

@@ -174,6 +174,7 @@ class SqlLimits:
     max_result_rows: int = 100_000
     max_result_bytes: int = 100_000_000
     max_memory_bytes: int = 2_000_000_000
+    max_threads: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqlLimits:
@@ -182,6 +183,7 @@ class SqlLimits:
             max_result_rows=settings.sql_max_result_rows,
             max_result_bytes=settings.sql_max_result_bytes,
             max_memory_bytes=settings.sql_max_memory_bytes,
+            max_threads=settings.sql_max_threads,
         )
 
     def settings_clause(self) -> str:
@@ -191,7 +193,8 @@ class SqlLimits:
             f"max_result_rows = {int(self.max_result_rows)}, "
             f"max_result_bytes = {int(self.max_result_bytes)}, "
             "result_overflow_mode = 'throw', timeout_overflow_mode = 'throw', "
-            f"max_memory_usage = {int(self.max_memory_bytes)}, {EXACT_READS}, readonly = 1"
+            f"max_memory_usage = {int(self.max_memory_bytes)}, max_threads = {max(1, int(self.max_threads))}, "
+            f"{EXACT_READS}, readonly = 1"
         )
 
     def error(self, text: str) -> QueryLimitError | None:

@@ -17,6 +17,7 @@ def test_sql_limits_map_engine_errors_to_their_setting() -> None:
     limits = SqlLimits(max_execution_s=2, max_result_rows=5, max_result_bytes=10, max_memory_bytes=20)
     clause = limits.settings_clause()
     assert clause.endswith("readonly = 1") and "max_result_rows = 5" in clause
+    assert "max_threads = 3" in SqlLimits(max_threads=3).settings_clause()
     cases = {
         "Code: 159. DB::Exception: Timeout exceeded (TIMEOUT_EXCEEDED)": "DASHFROG_SQL_MAX_EXECUTION_S",
         "Code: 396. Limit for result exceeded, max rows: 5 (TOO_MANY_ROWS_OR_BYTES)": "DASHFROG_SQL_MAX_RESULT_ROWS",
