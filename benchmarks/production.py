@@ -45,10 +45,10 @@ from benchmarks._common import Row, broker, fmt_us, quiet_logs, sdk, unique_pref
 from benchmarks._events import EVENTS_PER_FLOW
 from benchmarks.pipeline import produce
 
-NAME_CPU = "server worker CPU per event"
+NAME_CPU = "production shape: worker CPU per event, server vs embedded"
 TARGET_CPU = "≤ 0.5x embedded"
-NAME_TAKEOVER = "takeover, 2 workers"
-TARGET_TAKEOVER = "SIGTERM ≤ 2 s, SIGKILL ≤ session + 2 s"
+NAME_TAKEOVER = "production shape: takeover, 2 workers"
+TARGET_TAKEOVER = "≤ 1x bounds (SIGTERM 2 s, SIGKILL session + 2 s)"
 PARTITIONS = 6
 # tansu (the broker here) holds every group join for half the session
 # timeout, even after a member leaves; Apache Kafka completes a rebalance as
@@ -371,14 +371,16 @@ def takeover_row(quick: bool, tmp: str, bootstrap: str, server: str) -> Row:
             store._execute(f"DROP DATABASE IF EXISTS `{db}`")  # type: ignore[attr-defined]
         store.close()
         markers.close()
-    met = term_s <= 2.0 and kill_s <= SESSION_TIMEOUT_S + 2.0
+    kill_bound = SESSION_TIMEOUT_S + 2.0
+    # The worse of the two against its bound.
+    ratio = max(term_s / 2.0, kill_s / kill_bound)
     return Row(
         NAME_TAKEOVER,
         f"SIGTERM {term_s:.1f} s, SIGKILL {kill_s:.1f} s",
-        f"session timeout {SESSION_TIMEOUT_S:.0f} s",
-        None,
+        f"bounds: SIGTERM 2 s, SIGKILL {kill_bound:g} s (session {SESSION_TIMEOUT_S:g} s + 2 s)",
+        ratio,
         TARGET_TAKEOVER,
-        met,
+        ratio <= 1.0,
         [
             f"two `dashfrog worker` processes, {PARTITIONS} partitions, server store; clock from the "
             "signal to a marker on every partition being in the store (the stopped worker's "
