@@ -35,11 +35,6 @@ def pipeline_settings(bootstrap: str, prefix: str, **overrides: Any) -> Settings
     return Settings(**(values | overrides))
 
 
-@pytest.fixture
-def settings(broker: str, topic_prefix: str) -> Settings:
-    return pipeline_settings(broker, topic_prefix)
-
-
 @dataclass
 class RestartableBroker:
     """A tansu broker of one test, stopped and started again on the same port
