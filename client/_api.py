@@ -21,6 +21,7 @@ def setup(**overrides: Any) -> Settings:
     previous = current_sender()
     reset_sender(previous.settings.exit_flush_timeout_s if previous else None)
     set_settings(settings)
+    _metrics.settings_changed()
     return settings
 
 

@@ -38,6 +38,7 @@ from dashfrog import _ids
 from dashfrog._exceptions import (
     EmptyTenantError,
     InvalidArgumentError,
+    LabelLimitError,
     MetricConflictError,
     MetricValueError,
     MissingLabelError,
@@ -296,8 +297,6 @@ class _Metric:
         limit = settings.max_label_value_length
         for name, value in (("tenant", tenant), *text.items()):
             if len(value) > limit:
-                from dashfrog._exceptions import LabelLimitError
-
                 raise LabelLimitError(
                     f"{self.name}: {name} is {len(value)} characters long, the limit is "
                     f"{limit} (DASHFROG_MAX_LABEL_VALUE_LENGTH)"
@@ -659,8 +658,6 @@ class _Registry:
         if len(set(names)) != len(names):
             raise InvalidArgumentError(f"{name}: label names repeat: {list(names)}")
         if len(names) > get_settings().max_labels:
-            from dashfrog._exceptions import LabelLimitError
-
             raise LabelLimitError(f"{name}: {len(names)} labels, the limit is DASHFROG_MAX_LABELS")
         if pretty_name is not None and not isinstance(pretty_name, str):
             raise InvalidArgumentError(f"{name}: pretty_name must be a str")
@@ -678,7 +675,7 @@ class _Registry:
                     )
                 return existing
             self.metrics[name] = metric
-        self._ensure_thread()
+        self.ensure_thread()
         return metric
 
     def schedule(self, periodic: _Periodic) -> None:
@@ -690,9 +687,9 @@ class _Registry:
             ]  # fmt: skip
             periodic.due = time.monotonic()
             self.periodic.append(periodic)
-        self._ensure_thread()
-        # The first sample is taken now, not at the thread's next round.
-        self._run_due(time.monotonic())
+        if self.ensure_thread():
+            # The first sample is taken now, not at the thread's next round.
+            self._run_due(time.monotonic())
 
     def unschedule(self, name: str) -> None:
         with self.lock:
@@ -700,16 +697,21 @@ class _Registry:
 
     # -- the thread -------------------------------------------------------------
 
-    def _ensure_thread(self) -> None:
+    def ensure_thread(self) -> bool:
+        """Start the exporting thread unless it runs or the SDK is disabled
+        (then values still aggregate, and nothing samples or leaves); True when it runs."""
         thread = self._thread
         if thread is not None and thread.is_alive():
-            return
+            return True
+        if get_settings().disabled:
+            return False
         with self.lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
-            self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+                self._thread.start()
+        return True
+
 
     def _run(self) -> None:
         # The interval is read every round, so setup() changes it for the next export.
@@ -878,7 +880,7 @@ class _Registry:
             p.running = None
         self._thread = None
         if self.metrics:
-            self._ensure_thread()
+            self.ensure_thread()
 
 
 def _chunks(metrics: list[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
@@ -904,6 +906,12 @@ _registry = _Registry()
 def export_now() -> int:
     """Queue what the metrics aggregated so far (``dashfrog.flush`` calls this)."""
     return _registry.export()
+
+
+def settings_changed() -> None:
+    """``dashfrog.setup`` ran: a metric declared while the SDK was disabled starts exporting."""
+    if _registry.metrics:
+        _registry.ensure_thread()
 
 
 def metrics_stats() -> dict[str, int]:

@@ -466,6 +466,20 @@ def test_stop_periodically_ends_the_sampling() -> None:
         assert all(p.gauge is not gauge for p in _metrics._registry.periodic)
 
 
+def test_a_disabled_sdk_samples_nothing_until_enabled() -> None:
+    dashfrog.setup(disabled=True, metrics_interval_s=3600, kafka_bootstrap="127.0.0.1:1")
+    _metrics._registry.stop()
+    thread = _metrics._registry._thread
+    if thread is not None:
+        thread.join(5)
+    calls: list[int] = []
+    gauge = metrics.Gauge(unique("g")).set_periodically(60, lambda timeout_seconds: calls.append(1) or [])
+    assert not calls and (_metrics._registry._thread is None or not _metrics._registry._thread.is_alive())
+    dashfrog.setup(metrics_interval_s=3600, kafka_bootstrap="127.0.0.1:1")
+    wait_until(lambda: calls, "sampling starts once the SDK is enabled")
+    gauge.stop_periodically()
+
+
 def test_stats_has_the_metrics_counters() -> None:
     stats = dashfrog.stats()
     for key in (
