@@ -110,6 +110,10 @@ def up_command(status_every: float, loglevel: str) -> None:
                 "(is another `dashfrog up` running? or set DASHFROG_KAFKA_BOOTSTRAP)"
             ) from exc
         click.echo(f"dashfrog up: local broker on {broker.bootstrap} (memory storage)")
+        if "session_timeout_s" not in settings.model_fields_set:
+            # tansu holds every group join for half the session timeout, and one
+            # local worker has no partner to hand partitions to: join fast.
+            settings = settings.model_copy(update={"session_timeout_s": 2.0})
 
     async def main(stop: asyncio.Event, store: Store) -> int:
         store.migrate()
