@@ -20,13 +20,17 @@ from typing import Any
 
 from dashfrog._exceptions import QueryError
 
-# Bytes of a message (and of each header value) kept in the table.
+# Bytes of a message kept in the table; of its key and of each header value;
+# and the most header text a row keeps (later headers are left out).
 HEAD_BYTES = 1024
+FIELD_BYTES = 256
+HEADERS_BYTES = 4096
 # Most rows one read returns.
 MAX_LIMIT = 10_000
 # One insert statement carries its rows as one JSON parameter; a server takes
-# parameters in the URL, so statements stay well under its URI limit.
-_STATEMENT_BYTES = 64 * 1024
+# parameters in the URL, percent-encoded (up to 3 characters a byte), so
+# statements stay well under a 64 KiB request line.
+_STATEMENT_BYTES = 12 * 1024
 
 # Where the whole message went: the DLQ topic, a reference in the DLQ topic
 # (the message did not fit or the topic refused it), or nowhere but this table.
@@ -59,7 +63,8 @@ class DeadLetter:
 
 
 def insert_statements(letters: Sequence[DeadLetter]) -> list[tuple[str, dict[str, Any]]]:
-    """(statement, parameters) pairs writing ``letters``; each stays under 64 KiB."""
+    """(statement, parameters) pairs writing ``letters``; each parameter stays
+    under 12 KiB, or holds one row when a row is larger (at most about 7 KiB)."""
     statements: list[tuple[str, dict[str, Any]]] = []
     rows: list[str] = []
     size = 0
@@ -79,9 +84,14 @@ def _row(letter: DeadLetter) -> list[Any]:
     if letter.in_dlq not in IN_DLQ:
         raise ValueError(f"in_dlq must be one of {IN_DLQ}, not {letter.in_dlq!r}")
     headers: dict[str, str] = {}
+    room = HEADERS_BYTES
     for name, value in letter.headers:
-        text = bytes(value or b"")[:HEAD_BYTES].decode("utf-8", "replace")
-        headers[str(name)] = text
+        key = str(name)[:64]
+        text = bytes(value or b"")[:FIELD_BYTES].decode("utf-8", "replace")
+        room -= len(json.dumps([key, text]))
+        if room < 0:
+            break
+        headers[key] = text
     return [
         letter.topic,
         int(letter.partition),
@@ -90,7 +100,7 @@ def _row(letter: DeadLetter) -> list[Any]:
         letter.reason,
         letter.in_dlq,
         base64.b64encode(bytes(letter.head[:HEAD_BYTES])).decode(),
-        base64.b64encode(bytes(letter.key or b"")[:HEAD_BYTES]).decode(),
+        base64.b64encode(bytes(letter.key or b"")[:FIELD_BYTES]).decode(),
         headers,
         int(letter.at * 1000),
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,27 @@ from tests.reliability.conftest import pipeline_settings
 from tests.streams._helpers import flow_events, read_all, running, send_raw, wait_for
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One chDB store for the module: chDB allows one open session per process."""
+@pytest.fixture(scope="module", params=["chdb", "clickhouse"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The embedded store, and a ClickHouse server's when DASHFROG_TEST_CLICKHOUSE_URL is set."""
+    from urllib.parse import urlsplit, urlunsplit
+
     from dashfrog.storage import open_store
 
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    if request.param == "chdb":
+        url = f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}"
+    else:
+        base = os.environ.get("DASHFROG_TEST_CLICKHOUSE_URL")
+        if not base:
+            pytest.skip("needs a ClickHouse server: set DASHFROG_TEST_CLICKHOUSE_URL (CI runs tools/clickhouse-http)")
+        url = urlunsplit(urlsplit(base)._replace(path=f"/dashfrog_dlq_{uuid.uuid4().hex[:10]}"))
+    store = open_store(url)
     store.migrate()
     try:
         yield store
     finally:
+        if request.param != "chdb":
+            store._execute(f"DROP DATABASE IF EXISTS `{store.database}`")
         store.close()
 
 
