@@ -52,7 +52,10 @@ def shutdown(timeout: float | None = 10.0) -> None:
 
 
 def stats() -> dict[str, Any]:
-    """Counters of the background sender: queued, sent, dropped, errors, ..."""
+    """Counters of the background sender (queued, sent, dropped, errors, ...) and
+    of metrics: ``metrics_points_queued``, ``metrics_points_dropped`` (refused by
+    the full queue), ``metrics_overflowed`` (values recorded into a metric's
+    overflow series past DASHFROG_METRICS_MAX_SERIES), ``metrics_callback_errors``."""
     sender = current_sender()
     base: dict[str, Any] = (
         sender.stats()
