@@ -1,0 +1,105 @@
+"""A worker stopped with SIGTERM leaves its consumer group on the way out, so
+another worker takes its partitions without waiting for its session to expire."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dashfrog._broker import ensure_topics_sync
+from tests.streams._helpers import flow_events, partition_of, produce
+
+PARTITIONS = 4
+# Long enough that a stopped worker still counted as a member would keep its
+# partitions from the survivor for the whole wait below.
+LEAVER_SESSION_S = 40
+
+
+def _worker(broker: str, prefix: str, store: Path, session_s: float, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DASHFROG_KAFKA_BOOTSTRAP": broker,
+        "DASHFROG_TOPIC_PREFIX": prefix,
+        "DASHFROG_TOPIC_PARTITIONS": str(PARTITIONS),
+        "DASHFROG_PROCESSOR_GROUP": f"{prefix}group",
+        "DASHFROG_REBALANCE_TIMEOUT_S": "2",
+        "DASHFROG_SESSION_TIMEOUT_S": str(session_s),
+        "DASHFROG_CLICKHOUSE_URL": f"chdb://{store}",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.2"],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def _status(log: Path) -> tuple[bool, int]:
+    """(holds partitions, events written) from the last status line."""
+    lines = [x for x in log.read_text(errors="replace").splitlines() if x.startswith("dashfrog:") and " lag " in x]
+    if not lines:
+        return False, 0
+    last = lines[-1]
+    return " lag ? " not in last, int(last.split(" events ")[1].split()[0].replace(",", ""))
+
+
+def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_sigterm_hands_the_partitions_over_before_the_session_would_expire(
+    broker: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    topic = topic_prefix + "dashfrog.events"
+    ensure_topics_sync(broker, {topic: PARTITIONS, topic_prefix + "dashfrog.events.dlq": PARTITIONS})
+    logs = [tmp_path / "leaver.log", tmp_path / "survivor.log"]
+    leaver = _worker(broker, topic_prefix, tmp_path / "a", LEAVER_SESSION_S, logs[0])
+    survivor = _worker(broker, topic_prefix, tmp_path / "b", 2, logs[1])
+    try:
+        def both_hold() -> bool:
+            for proc, log in ((leaver, logs[0]), (survivor, logs[1])):
+                assert proc.poll() is None, log.read_text()[-3000:]
+            return all(_status(log)[0] for log in logs)
+
+        _until(both_hold, 90, "both workers to hold partitions")
+        leaver.send_signal(signal.SIGTERM)
+        assert leaver.wait(30) == 0, logs[0].read_text()[-3000:]
+        signalled = time.monotonic()
+
+        # One flow on every partition: the survivor writes all of them only
+        # once it holds the leaver's partitions too.
+        candidates = flow_events(200, run="leave")
+        flows: dict[int, str] = {}
+        for event in candidates:
+            flows.setdefault(partition_of(event["flow_id"], PARTITIONS), event["flow_id"])
+        events = [e for e in candidates if e["flow_id"] in flows.values()]
+        asyncio.run(produce(broker, topic, events, PARTITIONS, per_message=100))
+        assert len(flows) == PARTITIONS
+
+        def all_written() -> bool:
+            assert survivor.poll() is None, logs[1].read_text()[-3000:]
+            return _status(logs[1])[1] >= len(events)
+
+        # Well inside the leaver's session: without its LeaveGroup the group
+        # would keep its partitions for LEAVER_SESSION_S.
+        _until(all_written, LEAVER_SESSION_S / 2, "the survivor to write every partition's events")
+        assert time.monotonic() - signalled < LEAVER_SESSION_S
+    finally:
+        for proc in (leaver, survivor):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (leaver, survivor):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
