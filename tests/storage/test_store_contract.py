@@ -602,7 +602,7 @@ class StoreContract:
             {"labels": {"": "v"}},
             {"labels": ["env"]},
             {"tenant": ""},
-            {"since": "yesterday"},
+            {"since": "yesterday-ish"},
             {"since": datetime(2026, 2, 1, tzinfo=UTC), "until": datetime(2026, 1, 1, tzinfo=UTC)},
         ],
     )
