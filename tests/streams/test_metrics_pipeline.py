@@ -219,3 +219,28 @@ def test_points_aggregated_before_exit_are_sent_at_exit(broker: str, topic_prefi
     assert batch["kind"] == "metrics"
     ((point,),) = [m["points"] for m in batch["metrics"] if m["name"] == "exit_calls"]
     assert (point["tenant"], point["value"]) == ("acme-corp", 10)
+
+
+async def test_a_bad_metrics_message_is_dead_lettered_and_the_good_one_written(
+    settings: Settings, chdb_store: Any, tmp_path: Path
+) -> None:
+    from dashfrog.streams import DLQ_REASON
+
+    good = metrics.Counter("pipeline_dlq_ok")
+    good.add(7, tenant="acme-corp")
+    (batch,) = [m for m in _metrics._registry.collect() if m["name"] == "pipeline_dlq_ok"]
+    event = {
+        "event_id": "ok", "kind": "metrics", "flow_id": "dashfrog-metrics/t", "tenant": "", "flow_name": "",
+        "timestamp": int(datetime.now(UTC).timestamp() * 1e6), "metrics": [batch],
+    }  # fmt: skip
+    bad = {**event, "event_id": "bad", "metrics": [{**batch, "kind": "summary"}]}
+    headers = [*schemas.headers(), schemas.METRICS_HEADER]
+    await send_raw(settings.bootstrap, settings.topic, schemas.encode([bad]), headers=headers)
+    await send_raw(settings.bootstrap, settings.topic, schemas.encode([event]), headers=headers)
+    async with running(settings, chdb_store, tmp_path) as processor:
+        await wait_for(lambda: total("pipeline_dlq_ok") == 7, 30, "the good points written")
+        await wait_for(
+            lambda: processor.stats.dead_lettered == 1, 30, "the bad message dead-lettered"
+        )
+    (dead,) = await read_all(settings.bootstrap, settings.dlq, 1)
+    assert b"kind 'summary'" in dict(dead.headers)[DLQ_REASON]
