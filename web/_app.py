@@ -22,12 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from dashfrog._models import parse_label_pairs
 from dashfrog._settings import Settings, get_settings
 from dashfrog.storage import Store
-from dashfrog.web import _flows_api, _sql_api
+from dashfrog.web import _export, _flows_api, _sql_api
 from dashfrog.web._alerts_api import alerts_router
 from dashfrog.web._auth import Authenticator
 from dashfrog.web._dead_letters import dead_letters_router
 from dashfrog.web._errors import install_error_handlers
-from dashfrog.web._export import export_router
 from dashfrog.web._flows_api import number_or_text as _number_or_text
 from dashfrog.web._live import LiveHub
 from dashfrog.web._metrics import metrics_router
@@ -100,8 +99,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(_flows_api.router)
     app.include_router(_sql_api.router)
-    app.include_router(export_router(store, auth, runner))
-    app.include_router(alerts_router(store, auth, runner, settings))
+    app.include_router(_export.router)
+    app.include_router(alerts_router(store, settings))
     app.include_router(dead_letters_router(store, auth, runner))
     app.include_router(metrics_router(store, auth, runner))
     return app

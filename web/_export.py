@@ -14,19 +14,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from dashfrog._export import flows_csv
-from dashfrog._models import FlowDetail, FlowFilter, FlowSummary, parse_label_pairs
+from dashfrog._models import (
+    FlowDetail,
+    FlowFilter,
+    FlowSummary,
+    StepFailureCount,
+    parse_label_pairs,
+)
 from dashfrog.storage import SqlStore, flow_events, flow_overview, flow_timeseries
-from dashfrog.web._auth import Authenticator, scope_tenant
+from dashfrog.web._auth import Caller, scope_tenant
+from dashfrog.web._deps import StoreDep
+from dashfrog.web._errors import ERRORS
 
 EXPORT_PAGE = 1000
 EXPORT_FORMATS = ("csv", "ndjson")
 
 StoreRunner = Callable[..., Awaitable[Any]]
-AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
 LabelPairs = Annotated[list[str] | None, Query(description="key=value (or key:value), repeatable; all must match")]
 
 
@@ -128,56 +137,92 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _json(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_json_default))
+class DurationBucket(BaseModel):
+    """Flows whose duration falls in [lo_ms, hi_ms); hi_ms null: the last, open bucket."""
+
+    lo_ms: float
+    hi_ms: float | None
+    count: int
 
 
-def export_router(store: SqlStore, auth: Authenticator, run: StoreRunner) -> APIRouter:
-    """Chart routes over ``store``; ``run`` runs blocking store calls off the loop."""
-    router = APIRouter()
+class FlowOverview(BaseModel):
+    """The cards, histogram and failures of the page over every matching flow."""
 
-    @router.get("/api/stats/overview")
-    async def overview(
-        authorization: AuthHeader = None,
-        tenant: str | None = None,
-        status: str | None = None,
-        name: str | None = None,
-        label: LabelPairs = None,
-        labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> Any:
-        """Runs by status, success rate, duration percentiles, a duration
-        histogram (1-2-5 ms buckets) and failures per step, over every flow
-        the same filters as ``GET /api/flows`` select."""
-        who = auth.principal(authorization)
-        flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
-        return _json(await run(flow_overview, store, flt))
+    runs: int
+    running: int = Field(description="Running, stalled ones included")
+    stalled: int
+    succeeded: int
+    failed: int
+    success_rate: float | None = Field(description="succeeded / finished; null: none finished")
+    duration_p50_ms: float | None
+    duration_p95_ms: float | None
+    duration_p99_ms: float | None
+    histogram: list[DurationBucket] = Field(
+        description="1-2-5 ms buckets from the first to the last non-empty one"
+    )
+    failures_by_step: list[StepFailureCount] = Field(description="Most failures first, at most 100")
 
-    @router.get("/api/stats/timeseries")
-    async def timeseries(
-        authorization: AuthHeader = None,
-        tenant: str | None = None,
-        status: str | None = None,
-        name: str | None = None,
-        label: LabelPairs = None,
-        labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
-        since: str | None = None,
-        until: str | None = None,
-        bucket: Annotated[
-            int | None,
-            Query(
-                ge=1,
-                le=31 * 86_400,
-                description="bucket width in seconds (default: about 60 buckets)",
-            ),
-        ] = None,
-    ) -> Any:
-        """Flows started per bucket by status (running, stalled, success,
-        failed) and their duration p50/p95, over the range of ``since`` /
-        ``until`` (or of the matching flows), empty buckets included."""
-        who = auth.principal(authorization)
-        flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
-        return _json(await run(lambda: flow_timeseries(store, flt, bucket_s=bucket)))
 
-    return router
+class TimeseriesPoint(BaseModel):
+    """Flows started in the bucket beginning at ``t``, by status, and their durations."""
+
+    t: datetime
+    running: int = Field(description="Running and not stalled")
+    stalled: int
+    success: int
+    failed: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class FlowTimeseries(BaseModel):
+    bucket_s: int
+    points: list[TimeseriesPoint] = Field(description="Every bucket of the range, empty ones as zeros")
+
+
+router = APIRouter(prefix="/api/stats", tags=["charts"], responses=ERRORS)
+
+JsonLabels = Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')]
+
+
+@router.get("/overview", response_model=FlowOverview)
+async def overview(
+    who: Caller,
+    store: StoreDep,
+    tenant: str | None = None,
+    status: str | None = None,
+    name: str | None = None,
+    label: LabelPairs = None,
+    labels: JsonLabels = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Any:
+    """Runs by status, success rate, duration percentiles, a duration
+    histogram (1-2-5 ms buckets) and failures per step, over every flow
+    the same filters as ``GET /api/flows`` select."""
+    flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+    return await run_in_threadpool(flow_overview, store, flt)
+
+
+@router.get("/timeseries", response_model=FlowTimeseries)
+async def timeseries(
+    who: Caller,
+    store: StoreDep,
+    tenant: str | None = None,
+    status: str | None = None,
+    name: str | None = None,
+    label: LabelPairs = None,
+    labels: JsonLabels = None,
+    since: str | None = None,
+    until: str | None = None,
+    bucket: Annotated[
+        int | None,
+        Query(ge=1, le=31 * 86_400, description="bucket width in seconds (default: about 60 buckets)"),
+    ] = None,
+) -> Any:
+    """Flows started per bucket by status (running, stalled, success,
+    failed) and their duration p50/p95, over the range of ``since`` /
+    ``until`` (or of the matching flows), empty buckets included; 400 when
+    ``bucket`` would give more than 500 buckets."""
+    flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+    return await run_in_threadpool(lambda: flow_timeseries(store, flt, bucket_s=bucket))

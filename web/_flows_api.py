@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -21,21 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
 from dashfrog._models import parse_label_pairs as label_pairs
-from dashfrog.storage import Store
 from dashfrog.web._auth import Caller, scope_tenant
+from dashfrog.web._deps import StoreDep
 from dashfrog.web._errors import ERRORS, error
 from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 
 router = APIRouter(prefix="/api", tags=["flows"], responses=ERRORS)
-
-
-def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-StoreDep = Annotated[Store, Depends(get_store)]
 
 
 class WhoAmI(BaseModel):

@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from dashfrog._exceptions import QueryError
 from dashfrog._models import SqlResult
 from dashfrog.web._auth import Caller, Forbidden
+from dashfrog.web._deps import StoreDep
 from dashfrog.web._errors import ERRORS
-from dashfrog.web._flows_api import StoreDep
 
 router = APIRouter(prefix="/api", tags=["sql"], responses=ERRORS)
 
