@@ -42,7 +42,7 @@ def run(quick: bool) -> list[Row]:
     from datetime import UTC, datetime, timedelta
 
     from dashfrog._models import FlowFilter, StatsFilter
-    from dashfrog.storage import flow_overview, flow_timeseries, open_store
+    from dashfrog.storage import open_store
 
     quiet_logs()
     n_flows = 5_000 if quick else 200_000
@@ -72,8 +72,8 @@ def run(quick: bool) -> list[Row]:
         for scope, make in scopes.items():
             calls = {
                 "stats": lambda make=make: store.find_stats(make()[1]),
-                "overview": lambda make=make: flow_overview(store, make()[0]),
-                "timeseries": lambda make=make: flow_timeseries(store, make()[0]),
+                "overview": lambda make=make: store.flow_overview(make()[0]),
+                "timeseries": lambda make=make: store.flow_timeseries(make()[0]),
             }
             for name, fn in calls.items():
                 _time(fn, 2)  # warm-up

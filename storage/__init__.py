@@ -15,8 +15,6 @@ from dashfrog.storage._avro import (
 )
 from dashfrog.storage._base import SchemaOutdatedError, SqlStore
 from dashfrog.storage._dead_letters import DeadLetter
-from dashfrog.storage._explore import flow_events, flow_overview, flow_timeseries
-from dashfrog.storage._incidents import claim_incident, latest_incidents
 from dashfrog.storage._metrics import list_metrics, metric_info, metric_ratio, metric_series
 from dashfrog.storage._sqlcheck import QueryLimitError, SqlLimits
 from dashfrog.storage._store import Progress, Store
@@ -79,13 +77,8 @@ __all__ = [
     "SqlStore",
     "Store",
     "UnsupportedSchema",
-    "claim_incident",
     "chdb_owner",
-    "flow_events",
-    "flow_overview",
-    "flow_timeseries",
     "group_suffix",
-    "latest_incidents",
     "list_metrics",
     "metric_info",
     "metric_ratio",

@@ -21,7 +21,7 @@ from dashfrog._exceptions import DashfrogError, QueryError, SchemaError, Storage
 from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, FlowSummary, StatsFilter
 from dashfrog._settings import get_settings
 from dashfrog.schemas import Event
-from dashfrog.storage import _metrics, _queries
+from dashfrog.storage import _explore, _incidents, _metrics, _queries
 from dashfrog.storage._arrow import events_to_arrow
 from dashfrog.storage._avro import EncodedGroup, GroupResult, MalformedEventsError, group_suffix
 from dashfrog.storage._dead_letters import DeadLetter
@@ -380,3 +380,46 @@ class SqlStore(abc.ABC):
     def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
         """Runs, success rate, duration percentiles and failures per step."""
         return _queries.flow_stats(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)
+
+    def flow_overview(self, flt: FlowFilter, *, now: datetime | None = None) -> dict[str, Any]:
+        """Counts, success rate, duration percentiles and histogram, failures per
+        step over every flow matching ``flt`` (see ``_explore.flow_overview``)."""
+        return _explore.flow_overview(self._query, flt, stalled_after_s=self.stalled_after_s, now=now)
+
+    def flow_timeseries(
+        self, flt: FlowFilter, *, bucket_s: int | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Flows started per time bucket by status, with duration p50/p95."""
+        return _explore.flow_timeseries(
+            self._query, flt, stalled_after_s=self.stalled_after_s, bucket_s=bucket_s, now=now
+        )
+
+    def flow_events(self, tenant: str, flow_id: str, *, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Every raw event of one flow, oldest first, as JSON-ready records."""
+        return _explore.flow_events(self._query, tenant, flow_id, limit=limit)
+
+    # -- alert incidents ----------------------------------------------------------------
+
+    def claim_incident(
+        self,
+        *,
+        key: str,
+        seq: int,
+        transition: str,
+        rule: str,
+        condition: str,
+        tenant: str,
+        subject: str,
+        details: dict[str, Any],
+        me: str,
+    ) -> bool:
+        """Claim the notice of an incident's transition; True if ``me`` won it
+        (see ``_incidents`` for how several evaluators agree)."""
+        return _incidents.claim_incident(
+            self._query, self._execute, key=key, seq=seq, transition=transition, rule=rule,
+            condition=condition, tenant=tenant, subject=subject, details=details, me=me,
+        )  # fmt: skip
+
+    def latest_incidents(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The latest incident of every rule and subject (of ``tenant`` if given)."""
+        return _incidents.latest_incidents(self._query, tenant=tenant)

@@ -14,8 +14,8 @@ from typing import Any
 
 from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowFilter, StatsFilter
-from dashfrog.storage._base import SqlStore
 from dashfrog.storage._queries import (
+    Runner,
     _flow_rows_sql,
     _micros,
     _ms,
@@ -104,7 +104,9 @@ WHERE {status}
 """
 
 
-def _rows(store: SqlStore, flt: FlowFilter, params: dict[str, Any], now: datetime | None) -> str:
+def _rows(
+    stalled_after_s: float, flt: FlowFilter, params: dict[str, Any], now: datetime | None
+) -> str:
     """One row per flow matching ``flt`` (status, stalled, started_us, duration_us).
 
     Without a label filter the rows come from ``flow_runs``, the narrow
@@ -112,7 +114,7 @@ def _rows(store: SqlStore, flt: FlowFilter, params: dict[str, Any], now: datetim
     ``flows``); labels live only in ``flows``, so a label filter reads the
     flow list's own SQL.
     """
-    stalled_before = _stalled_before(store.stalled_after_s, now)
+    stalled_before = _stalled_before(stalled_after_s, now)
     if flt.labels:
         return _flow_rows_sql(_unpaged(flt), params, stalled_before)
     stats = StatsFilter.parse(tenant=flt.tenant, name=flt.name, since=flt.since, until=flt.until)
@@ -128,14 +130,14 @@ def _rows(store: SqlStore, flt: FlowFilter, params: dict[str, Any], now: datetim
 
 
 def flow_overview(
-    store: SqlStore, flt: FlowFilter, *, now: datetime | None = None
+    query: Runner, flt: FlowFilter, *, stalled_after_s: float, now: datetime | None = None
 ) -> dict[str, Any]:
     """Counts, success rate, duration percentiles, a duration histogram and
     failures per step over every flow matching ``flt`` (limit and cursor ignored)."""
     params: dict[str, Any] = {}
-    rows = _rows(store, flt, params, now)
+    rows = _rows(stalled_after_s, flt, params, now)
     edges = list(HISTOGRAM_EDGES_US)
-    (row,) = store._query(_OVERVIEW.replace("{rows}", rows), {**params, "edges": edges})
+    (row,) = query(_OVERVIEW.replace("{rows}", rows), {**params, "edges": edges})
     keys, values = row["histogram"]
     counts = {int(k): int(v) for k, v in zip(keys, values, strict=True)}
     if flt.labels or flt.status is not None:
@@ -148,12 +150,12 @@ def flow_overview(
             params["failures_name"] = flt.name
             keys.append("flow_name = {failures_name:String}")
         sql = _FAILURES.replace("{keys}", " AND ".join(keys)).replace("{rows}", rows)
-        failures = store._query(sql, params)
+        failures = query(sql, params)
     else:  # exactly GET /api/stats' failures, read by its key columns (~3x faster)
         stats_params: dict[str, Any] = {}
         stats = StatsFilter.parse(tenant=flt.tenant, name=flt.name, since=flt.since, until=flt.until)
-        sql = _stats_sql(stats, stats_params, _stalled_before(store.stalled_after_s, now))
-        failures = store._query(sql.failures, stats_params)
+        sql = _stats_sql(stats, stats_params, _stalled_before(stalled_after_s, now))
+        failures = query(sql.failures, stats_params)
     finished = row["n_succeeded"] + row["n_failed"]
     quantiles = [_ms(v) for v in row["q"]] if row["n_timed"] else [None, None, None]
     return {
@@ -197,9 +199,10 @@ def pick_bucket_s(span_s: float) -> int:
 
 
 def flow_timeseries(
-    store: SqlStore,
+    query: Runner,
     flt: FlowFilter,
     *,
+    stalled_after_s: float,
     bucket_s: int | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -211,11 +214,11 @@ def flow_timeseries(
     """
     now = now or datetime.now(UTC)
     params: dict[str, Any] = {}
-    rows = _rows(store, flt, params, now)
+    rows = _rows(stalled_after_s, flt, params, now)
     if flt.since is not None:
         start_us = _micros(flt.since)
     else:
-        (span,) = store._query(
+        (span,) = query(
             "SELECT toInt64(min(started_us)) AS first_us, toInt64(count()) AS n FROM ("  # noqa: S608
             + rows
             + ")",
@@ -237,7 +240,7 @@ def flow_timeseries(
     bucket_us = bucket_s * 1_000_000
     origin = start_us - start_us % bucket_us  # bucket edges on round times
     params.update(origin=origin, bucket_us=bucket_us, end=end_us)
-    found = {r["slot"]: r for r in store._query(_TIMESERIES.replace("{rows}", rows), params)}
+    found = {r["slot"]: r for r in query(_TIMESERIES.replace("{rows}", rows), params)}
     points = []
     for slot in range((end_us - origin + bucket_us - 1) // bucket_us):
         r = found.get(slot)
@@ -287,11 +290,11 @@ LIMIT {limit:UInt32}
 
 
 def flow_events(
-    store: SqlStore, tenant: str, flow_id: str, *, limit: int = 100_000
+    query: Runner, tenant: str, flow_id: str, *, limit: int = 100_000
 ) -> list[dict[str, Any]]:
     """Every lifecycle and custom event of one flow (duplicates dropped), oldest
     first, as JSON-ready records: what a flow export carries beside its state."""
-    rows = store._query(_RAW_EVENTS, {"tenant": tenant, "flow_id": flow_id, "limit": limit})
+    rows = query(_RAW_EVENTS, {"tenant": tenant, "flow_id": flow_id, "limit": limit})
     out = []
     for row in rows:
         # Columns a kind does not use are stored empty: absent, not "".

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from dashfrog.storage._base import SqlStore
+if TYPE_CHECKING:  # _schema imports this module, and _queries imports _schema
+    from dashfrog.storage._queries import Runner
 
 TRANSITIONS = ("opened", "resolved")
 
@@ -87,7 +88,8 @@ LIMIT 1 BY incident_key
 
 
 def claim_incident(
-    store: SqlStore,
+    query: Runner,
+    execute: Callable[[str, Mapping[str, Any]], None],
     *,
     key: str,
     seq: int,
@@ -115,19 +117,19 @@ def claim_incident(
         "details": json.dumps(details, sort_keys=True, default=str),
         "me": me,
     }
-    store._execute(_CLAIM.replace("__TOKEN__", token), params)
-    rows = store._query(_WINNER, {"key": key, "seq": seq, "transition": transition})
+    execute(_CLAIM.replace("__TOKEN__", token), params)
+    rows = query(_WINNER, {"key": key, "seq": seq, "transition": transition})
     return bool(rows) and rows[0]["claimed_by"] == me
 
 
-def latest_incidents(store: SqlStore, *, tenant: str | None = None) -> list[dict[str, Any]]:
+def latest_incidents(query: Runner, *, tenant: str | None = None) -> list[dict[str, Any]]:
     """The latest incident of every key (of ``tenant`` if given), open or resolved."""
     params: dict[str, Any] = {}
     scope = "1"
     if tenant is not None:
         scope, params["tenant"] = "tenant = {tenant:String}", tenant
     out = []
-    for row in store._query(_LATEST.replace("{scope}", scope), params):
+    for row in query(_LATEST.replace("{scope}", scope), params):
         out.append(
             {
                 "key": row["incident_key"],

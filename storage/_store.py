@@ -115,3 +115,42 @@ class Store(Protocol):
 
     def find_stats(self, flt: StatsFilter, *, now: datetime | None = None) -> FlowStats:
         """Runs, success rate, duration percentiles and failures per step."""
+
+    def flow_overview(self, flt: FlowFilter, *, now: datetime | None = None) -> dict[str, Any]:
+        """Over every flow matching ``flt`` (its limit and cursor ignored): counts
+        by status, success rate, duration p50/p95/p99 (ms), a duration histogram
+        (1-2-5 ms buckets, ``lo_ms``/``hi_ms``/``count``) and failures per step."""
+
+    def flow_timeseries(
+        self, flt: FlowFilter, *, bucket_s: int | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """``{"bucket_s", "points"}``: flows started per bucket by status, with
+        duration p50/p95, empty buckets included; ``bucket_s`` None picks a round
+        width giving about 60 buckets. QueryError past 500 buckets."""
+
+    def flow_events(self, tenant: str, flow_id: str, *, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Every lifecycle and custom event of one flow (duplicates dropped),
+        oldest first, as JSON-ready records."""
+
+    # -- alert incidents -----------------------------------------------------------
+
+    def claim_incident(
+        self,
+        *,
+        key: str,
+        seq: int,
+        transition: str,
+        rule: str,
+        condition: str,
+        tenant: str,
+        subject: str,
+        details: dict[str, Any],
+        me: str,
+    ) -> bool:
+        """Claim the notice of ``transition`` ("opened" or "resolved") of incident
+        (``key``, ``seq``) for evaluator ``me``; True if ``me`` won it: of all
+        evaluators sharing the store, exactly one wins each transition."""
+
+    def latest_incidents(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The latest incident of every rule and subject (of ``tenant`` if given),
+        open or resolved, as JSON-ready dicts."""

@@ -15,7 +15,7 @@ Conditions (``when``), each scoped by flow name, tenant and labels:
 
 An incident notifies once when it opens and once when it resolves, however
 many ``dashfrog api`` processes evaluate the same rules: see
-:mod:`dashfrog.storage` ``claim_incident`` for how the store arbitrates.
+``Store.claim_incident`` (:mod:`dashfrog.storage`) for how the store arbitrates.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dashfrog._exceptions import ConfigurationError
 from dashfrog._models import MAX_LIMIT, FlowFilter, FlowList, FlowSummary
 from dashfrog._settings import Settings, get_settings
-from dashfrog.storage import SqlStore, claim_incident, latest_incidents
+from dashfrog.storage import Store
 
 log = logging.getLogger("dashfrog.alerts")
 
@@ -416,7 +416,7 @@ class Evaluator:
     """Evaluates the rules against the store and notifies, once per incident
     transition across every evaluator sharing the store."""
 
-    store: SqlStore
+    store: Store
     rules: RuleFile
     settings: Settings
     me: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -451,7 +451,7 @@ class Evaluator:
         longer fires. Returns the notices this evaluator won and sent (or tried)."""
         now = now or datetime.now(UTC)
         firing = {f.key: f for f in self.evaluate(now)}
-        latest = {i["key"]: i for i in latest_incidents(self.store)}
+        latest = {i["key"]: i for i in self.store.latest_incidents()}
         names = {r.name: r for r in self.rules.rules}
         done: list[tuple[str, dict[str, Any]]] = []
         for key, f in firing.items():
@@ -481,9 +481,9 @@ class Evaluator:
 
     def _claim(self, key: str, seq: int, transition: str, rule: AlertRule, tenant: str,
                subject: str, details: dict[str, Any]) -> bool:
-        return claim_incident(self.store, key=key, seq=seq, transition=transition, rule=rule.name,
-                              condition=rule.when, tenant=tenant, subject=subject, details=details,
-                              me=self.me)
+        return self.store.claim_incident(key=key, seq=seq, transition=transition, rule=rule.name,
+                                         condition=rule.when, tenant=tenant, subject=subject,
+                                         details=details, me=self.me)
 
     def _notify(self, rule: AlertRule, body: dict[str, Any]) -> dict[str, Any]:
         url = self.webhook_for(rule)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from dashfrog._settings import Settings
-from dashfrog.storage import SqlStore, latest_incidents
+from dashfrog.storage import Store
 from dashfrog.web._alerts import Evaluator, EvaluatorThread, load_rules
 from dashfrog.web._auth import Caller, scope_tenant
 from dashfrog.web._deps import StoreDep
@@ -52,7 +52,7 @@ class Alerts(BaseModel):
     )
 
 
-def alerts_router(store: Any, settings: Settings) -> APIRouter:
+def alerts_router(store: Store, settings: Settings) -> APIRouter:
     """The alerts route; when DASHFROG_ALERT_RULES names a rule file, an
     evaluator over ``store`` runs for as long as the app does (its lifespan).
 
@@ -86,8 +86,7 @@ def alerts_router(store: Any, settings: Settings) -> APIRouter:
         """Open incidents, newest first (``resolved=true``: the latest incident of
         every rule and subject, resolved ones too), and how the evaluator of this
         process is doing. A tenant credential sees its tenant's incidents only."""
-        sql_store: SqlStore = store  # type: ignore[assignment]
-        found = await run_in_threadpool(latest_incidents, sql_store, tenant=scope_tenant(who, tenant))
+        found = await run_in_threadpool(store.latest_incidents, tenant=scope_tenant(who, tenant))
         shown = [
             Incident(**i, description=described.get(i["rule"])) for i in found if resolved or i["open"]
         ]

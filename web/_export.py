@@ -27,7 +27,7 @@ from dashfrog._models import (
     StepFailureCount,
     parse_label_pairs,
 )
-from dashfrog.storage import SqlStore, flow_events, flow_overview, flow_timeseries
+from dashfrog.storage import Store
 from dashfrog.web._auth import Caller, scope_tenant
 from dashfrog.web._deps import StoreDep
 from dashfrog.web._errors import ERRORS
@@ -86,7 +86,7 @@ def _filename(stem: str, ext: str) -> str:
 
 
 async def export_flows(
-    store: SqlStore, run: StoreRunner, flt: FlowFilter, fmt: str
+    store: Store, run: StoreRunner, flt: FlowFilter, fmt: str
 ) -> StreamingResponse:
     """Every flow matching ``flt`` (its limit and cursor ignored), newest first."""
     first = await run(
@@ -117,10 +117,10 @@ async def export_flows(
     )
 
 
-async def export_flow(store: SqlStore, run: StoreRunner, detail: FlowDetail) -> JSONResponse:
+async def export_flow(store: Store, run: StoreRunner, detail: FlowDetail) -> JSONResponse:
     """One flow with its step tree, errors, custom events and every raw event, as a download."""
     body = detail.model_dump(mode="json")
-    raw = await run(flow_events, store, detail.tenant, detail.flow_id)
+    raw = await run(store.flow_events, detail.tenant, detail.flow_id)
     body["raw_events"] = json.loads(json.dumps(raw, default=_json_default))
     return JSONResponse(
         body,
@@ -201,7 +201,7 @@ async def overview(
     histogram (1-2-5 ms buckets) and failures per step, over every flow
     the same filters as ``GET /api/flows`` select."""
     flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
-    return await run_in_threadpool(flow_overview, store, flt)
+    return await run_in_threadpool(store.flow_overview, flt)
 
 
 @router.get("/timeseries", response_model=FlowTimeseries)
@@ -225,4 +225,4 @@ async def timeseries(
     ``until`` (or of the matching flows), empty buckets included; 400 when
     ``bucket`` would give more than 500 buckets."""
     flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
-    return await run_in_threadpool(lambda: flow_timeseries(store, flt, bucket_s=bucket))
+    return await run_in_threadpool(lambda: store.flow_timeseries(flt, bucket_s=bucket))
