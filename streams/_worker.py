@@ -21,7 +21,7 @@ from dashfrog import DashfrogError
 from dashfrog._models import StatsFilter
 from dashfrog._settings import Settings, get_settings
 from dashfrog.runtime import ensure_topics, redact, run_with_store, terminal_progress
-from dashfrog.storage import SchemaOutdatedError, SqlStore, Store, open_store
+from dashfrog.storage import SchemaOutdatedError, Store, open_store
 from dashfrog.streams._processor import Processor
 
 log = logging.getLogger("dashfrog.streams")
@@ -157,7 +157,7 @@ def migrate_command() -> None:
     settings = get_settings()
     try:
         with open_store(settings.clickhouse_url) as store:
-            before = store.pending_migrations() if isinstance(store, SqlStore) else []
+            before = store.pending_migrations()
             with terminal_progress("dashfrog migrate") as progress:
                 store.migrate(progress)
             version = store.schema_version()
