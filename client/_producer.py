@@ -420,26 +420,39 @@ class Sender:
             for chunk in _messages(items, self.settings.batch_max_events):
                 sends.append((chunk, await self._send(producer, partition, chunk)))
         acknowledged = 0
-        for chunk, future in sends:
-            try:
-                if future is None:
-                    raise RuntimeError("send was refused")
-                await future
-                self.sent += len(chunk)
-                self.messages += 1
-                acknowledged += sum(map(cost, chunk))
-                self._note_reachable()
-            except Exception as exc:
-                self._note_error(exc)
-                if _outage_like(exc):
-                    self._note_unreachable()
-                # Put them back in front, in order, for the next round.
-                queue.extendleft(reversed(chunk))
-            finally:
-                self._inflight -= len(chunk)
+        # aiokafka waits up to its request timeout (15 s) before a send fails.
+        watchdog = asyncio.get_running_loop().create_task(self._watch_unacknowledged())
+        try:
+            for chunk, future in sends:
+                try:
+                    if future is None:
+                        raise RuntimeError("send was refused")
+                    await future
+                    self.sent += len(chunk)
+                    self.messages += 1
+                    acknowledged += sum(map(cost, chunk))
+                    self._note_reachable()
+                except Exception as exc:
+                    self._note_error(exc)
+                    if _outage_like(exc):
+                        self._note_unreachable()
+                    # Put them back in front, in order, for the next round.
+                    queue.extendleft(reversed(chunk))
+                finally:
+                    self._inflight -= len(chunk)
+        finally:
+            watchdog.cancel()
         with self._space:
             self._bytes -= acknowledged
             self._space.notify_all()
+
+    async def _watch_unacknowledged(self) -> None:
+        """While sends wait for acknowledgement: every 2 s, an outage unless some
+        bootstrap address takes a TCP connection (whatever aiokafka logs)."""
+        while True:
+            await asyncio.sleep(2.0)
+            if not await _any_reachable(self.settings.bootstrap):
+                self._note_unreachable(f"no broker at {self.settings.bootstrap} accepts a connection")
 
     async def _send(
         self, producer: Any, partition: int, chunk: list[Queued], *extra: tuple[str, bytes]
@@ -462,6 +475,20 @@ class Sender:
             self._wake.set()
             await asyncio.sleep(0.005)
         return True
+
+
+async def _any_reachable(bootstrap: str) -> bool:
+    for entry in filter(None, (e.strip() for e in bootstrap.split(","))):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            host, port = entry, "9092"
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 2.0)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        return True
+    return False
 
 
 def _outage_like(exc: BaseException) -> bool:

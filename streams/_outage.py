@@ -24,11 +24,19 @@ PROBE_TIMEOUT_S = 2.0
 FAILED_PROBES = 2
 
 
+# The name of the SDK's sender thread (dashfrog._producer).
+_SDK_SENDER_THREAD = "dashfrog-sender"
+
+
 class _LibraryToDebug(logging.Filter):
     """Turns a library's records into DEBUG records, shown only when the
     ``dashfrog.streams`` logger is at DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName == _SDK_SENDER_THREAD:
+            # The SDK's sender in this process (dashfrog up with an app, tests)
+            # reads these records to notice an outage and filters them itself.
+            return True
         if record.levelno > logging.DEBUG:
             record.msg = f"[{record.levelname}] {record.msg}"
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
