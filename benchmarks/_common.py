@@ -138,7 +138,7 @@ def wait_until(
 @contextlib.contextmanager
 def broker() -> Iterator[Any]:
     """A fresh tansu broker (memory storage) on a free port, stopped afterwards."""
-    from dashfrog._broker import start_broker
+    from dashfrog.runtime._broker import start_broker
 
     running = start_broker()
     try:
@@ -156,8 +156,8 @@ def unique_prefix(name: str) -> str:
 def sdk(bootstrap: str, prefix: str, partitions: int = 6, **overrides: Any) -> Iterator[Any]:
     """The SDK configured against ``bootstrap`` on fresh topics; shut down afterwards."""
     import dashfrog
-    from dashfrog._broker import ensure_topics_sync
     from dashfrog._settings import set_settings
+    from dashfrog.runtime._broker import ensure_topics_sync
 
     ensure_topics_sync(
         bootstrap,

@@ -93,8 +93,8 @@ def event_size(n_steps: int = 5_000) -> tuple[float, float]:
 
 def run(quick: bool) -> list[Row]:
     import dashfrog
-    from dashfrog._broker import ensure_topics_sync, free_port, start_broker
     from dashfrog._settings import set_settings
+    from dashfrog.runtime._broker import ensure_topics_sync, free_port, start_broker
 
     quiet_logs()
     budget = (2 if quick else 16) * 1024 * 1024

@@ -220,7 +220,7 @@ def cpu_row(quick: bool, tmp: str, bootstrap: str, server: str) -> Row:
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.2"],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", "worker", "--status-every", "0.2"],
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         env=env,
@@ -296,7 +296,7 @@ class _Markers:
 
 
 def takeover_row(quick: bool, tmp: str, bootstrap: str, server: str) -> Row:
-    from dashfrog._broker import ensure_topics_sync
+    from dashfrog.runtime._broker import ensure_topics_sync
     from dashfrog.storage import open_store
 
     prefix = unique_prefix("production-takeover")
@@ -314,7 +314,7 @@ def takeover_row(quick: bool, tmp: str, bootstrap: str, server: str) -> Row:
         "DASHFROG_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
     }
     subprocess.run(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "migrate"],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", "migrate"],
         env=env, check=True, capture_output=True,
     )
     store = open_store(url)

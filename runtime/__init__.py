@@ -1,10 +1,13 @@
-"""Process plumbing shared by the long-running commands: logging, stop signals,
-the store's lifetime, URL redaction, progress on a terminal, topic creation
-and the local development broker."""
+"""The dashfrog command line and the process plumbing its long-running commands
+share: logging, stop signals, the store's lifetime, URL redaction, progress on
+a terminal, topic creation and the local development broker.
 
-# The local broker's code still lives in the SDK folder (client/_broker.py);
-# this package is its public face until it moves here.
-from dashfrog._broker import LocalBroker, ensure_topics, start_broker
+Server- and development-side only: the SDK (``dashfrog``) imports nothing from
+here, so an SDK-only install stays light; the commands that need an extra
+import it when run.
+"""
+
+from dashfrog.runtime._broker import LocalBroker, ensure_topics, start_broker
 from dashfrog.runtime._process import (
     configure_logging,
     install_stop_signals,

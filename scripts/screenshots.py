@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from dashfrog._broker import free_port
     from dashfrog._settings import Settings
+    from dashfrog.runtime._broker import free_port
     from dashfrog.storage import open_store
     from dashfrog.web import create_app
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dashfrog._broker import LocalBroker, ensure_topics_sync, start_broker
+from dashfrog.runtime._broker import LocalBroker, ensure_topics_sync, start_broker
 
 
 @pytest.fixture(scope="session")

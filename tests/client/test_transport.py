@@ -9,7 +9,7 @@ import pytest
 
 import dashfrog
 from dashfrog import flow, step
-from dashfrog._broker import free_port
+from dashfrog.runtime._broker import free_port
 from tests.conftest import consume_events
 
 
@@ -133,7 +133,7 @@ def test_queued_bytes_return_to_zero_once_acknowledged(sdk: dict) -> None:
 
 
 def test_events_queued_while_the_broker_is_down_are_sent_when_it_returns(broker: str, topic_prefix: str) -> None:
-    from dashfrog._broker import ensure_topics_sync, start_broker
+    from dashfrog.runtime._broker import ensure_topics_sync, start_broker
 
     port = free_port()
     dashfrog.setup(kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix=topic_prefix, linger_ms=5)

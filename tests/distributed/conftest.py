@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from dashfrog._broker import ensure_topics_sync, free_port
+from dashfrog.runtime._broker import ensure_topics_sync, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "distributed-tests-shared-secret"

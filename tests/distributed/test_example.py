@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dashfrog._broker import free_port
+from dashfrog.runtime._broker import free_port
 from tests.distributed._helpers import build_flow, read_back
 from tests.distributed.conftest import (
     REPO,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from dashfrog._broker import free_port
+from dashfrog.runtime._broker import free_port
 from dashfrog.schemas import Event, make_event
 from dashfrog.storage import open_store
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from dashfrog._broker import ensure_topics_sync, free_port
+from dashfrog.runtime._broker import ensure_topics_sync, free_port
 from tests.streams._helpers import flow_events, produce
 
 SERVER = os.environ.get("DASHFROG_TEST_CLICKHOUSE_URL")
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 PARTITIONS = 6
 FLOWS = 1200  # 4 events each: flow, one step, end
-CLI = [sys.executable, "-c", "from dashfrog._cli import main; main()"]
+CLI = [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()"]
 
 
 def _until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:

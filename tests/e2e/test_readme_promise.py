@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dashfrog._broker import ensure_topics_sync, free_port
 from dashfrog.query import FlowFilter
+from dashfrog.runtime._broker import ensure_topics_sync, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHFROG = str(Path(sys.executable).parent / "dashfrog")

@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from dashfrog._cli import main
 from dashfrog._settings import Settings
+from dashfrog.runtime._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from dashfrog._broker import LocalBroker, free_port, start_broker
 from dashfrog._settings import Settings
+from dashfrog.runtime._broker import LocalBroker, free_port, start_broker
 
 PARTITIONS = 3
 

@@ -180,7 +180,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-CLI = [sys.executable, "-c", "from dashfrog._cli import main; main()"]
+CLI = [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()"]
 
 
 @pytest.mark.parametrize("command", ["api", "up"])

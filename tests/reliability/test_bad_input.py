@@ -178,7 +178,7 @@ def _check_cli_and_api(store: Any, settings: Settings, offsets: dict[str, int]) 
     from pydantic import SecretStr
 
     from dashfrog import query
-    from dashfrog._cli import main
+    from dashfrog.runtime._cli import main
     from dashfrog.web import create_app
 
     query.use_store(store)

@@ -17,9 +17,9 @@ import pytest
 
 import dashfrog
 from dashfrog import flow, schemas, step
-from dashfrog._broker import ensure_topics_sync
 from dashfrog._models import FlowFilter
 from dashfrog._settings import set_settings
+from dashfrog.runtime._broker import ensure_topics_sync
 from dashfrog.streams import StatusLine, ensure_event_topics
 from tests.conftest import consume_events
 from tests.reliability.conftest import PARTITIONS, RestartableBroker, TcpCut, pipeline_settings

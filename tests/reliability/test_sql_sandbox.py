@@ -182,7 +182,7 @@ def test_api_refuses_every_vector(chdb: Any, canary_file: str) -> None:
 
 def test_cli_refuses_every_vector(chdb: Any, canary_file: str) -> None:
     from dashfrog import query
-    from dashfrog._cli import main
+    from dashfrog.runtime._cli import main
 
     query.use_store(chdb)
     try:
@@ -292,7 +292,7 @@ def test_failed_query_leaves_nothing_for_the_next(chdb: Any) -> None:
 
 def test_api_and_cli_report_limits(chdb: Any) -> None:
     from dashfrog import query
-    from dashfrog._cli import main
+    from dashfrog.runtime._cli import main
 
     chdb.sql_limits = SqlLimits(max_result_rows=10)
     try:

@@ -11,8 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateTopicsResponse_v0, CreateTopicsResponse_v1
 
 from dashfrog import ConfigurationError
-from dashfrog._broker import _check_created
 from dashfrog.runtime import ensure_topics, start_broker
+from dashfrog.runtime._broker import _check_created
 
 
 async def _partitions(bootstrap: str, topic: str) -> int:

@@ -55,7 +55,7 @@ def _record(store: Any) -> list[str]:
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DASHFROG_CLICKHOUSE_URL": url, "DASHFROG_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     return subprocess.run(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", *args],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", *args],
         env=env, capture_output=True, text=True, timeout=120,
     )
 

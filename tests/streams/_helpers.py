@@ -249,7 +249,7 @@ def worker_process(
         **more_env,
     }
     return subprocess.Popen(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.1"],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", "worker", "--status-every", "0.1"],
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         env=env,

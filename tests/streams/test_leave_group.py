@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dashfrog._broker import ensure_topics_sync
+from dashfrog.runtime._broker import ensure_topics_sync
 from tests.streams._helpers import flow_events, partition_of, produce
 
 PARTITIONS = 4
@@ -33,7 +33,7 @@ def _worker(broker: str, prefix: str, store: Path, session_s: float, log: Path) 
         "DASHFROG_CLICKHOUSE_URL": f"chdb://{store}",
     }
     return subprocess.Popen(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "worker", "--status-every", "0.2"],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", "worker", "--status-every", "0.2"],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
         env=env,

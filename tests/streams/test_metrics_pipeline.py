@@ -194,7 +194,7 @@ def test_points_aggregated_before_exit_are_sent_at_exit(broker: str, topic_prefi
     import subprocess
     import sys
 
-    from dashfrog._broker import ensure_topics_sync
+    from dashfrog.runtime._broker import ensure_topics_sync
     from tests.conftest import consume_events
 
     topic = topic_prefix + "dashfrog.events"

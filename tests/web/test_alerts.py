@@ -339,8 +339,8 @@ def test_api_lists_open_incidents_per_tenant_and_runs_the_evaluator(
 
 def test_cli_lists_and_tests_rules(store: Any, tmp_path: Path, receiver: Receiver) -> None:
     from dashfrog import query
-    from dashfrog._cli import main
     from dashfrog._settings import _env_settings, set_settings
+    from dashfrog.runtime._cli import main
 
     now = time.time_ns() // 1000
     _insert(store, _run("acme", "checkout", now - MIN_US, fail=True, env="prod"))

@@ -30,7 +30,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     import uvicorn
 
-    from dashfrog._broker import free_port
+    from dashfrog.runtime._broker import free_port
     from dashfrog.storage import open_store
 
     store = open_store(f"chdb://{tmp_path / 'db'}")

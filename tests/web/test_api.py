@@ -182,7 +182,7 @@ def test_dashfrog_up_serves_what_it_processes_and_stops_cleanly(
 ) -> None:
     import asyncio
 
-    from dashfrog._broker import free_port
+    from dashfrog.runtime._broker import free_port
     from tests.streams._helpers import produce
 
     port = free_port()
@@ -199,7 +199,7 @@ def test_dashfrog_up_serves_what_it_processes_and_stops_cleanly(
     }
     log = tmp_path / "up.log"
     up = subprocess.Popen(
-        [sys.executable, "-c", "from dashfrog._cli import main; main()", "up", "--status-every", "0.5"],
+        [sys.executable, "-c", "from dashfrog.runtime._cli import main; main()", "up", "--status-every", "0.5"],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
         env=env,

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dashfrog._broker import free_port
 from dashfrog._export import CSV_COLUMNS
 from dashfrog._settings import Settings
+from dashfrog.runtime._broker import free_port
 from dashfrog.schemas import Event, Kind, make_event
 from dashfrog.web import create_app
 

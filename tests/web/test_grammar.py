@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from dashfrog import query
-from dashfrog._cli import main
 from dashfrog._settings import Settings
+from dashfrog.runtime._cli import main
 from dashfrog.web import create_app
 from tests.storage.test_store_contract import Flow
 

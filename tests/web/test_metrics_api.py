@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashfrog import QueryError, query
-from dashfrog._broker import free_port
 from dashfrog._settings import Settings, set_settings
+from dashfrog.runtime._broker import free_port
 from dashfrog.web import create_app
 from tests.storage.test_metrics_store import BASE, counter_point, event, histogram_point
 
@@ -174,7 +174,7 @@ def test_query_module_reads_metrics_over_http(server: str) -> None:
 def test_cli_lists_and_shows_metrics(server: str) -> None:
     from click.testing import CliRunner
 
-    from dashfrog._cli import main
+    from dashfrog.runtime._cli import main
 
     query.use_store(None)
     set_settings(Settings(api_url=server, admin_token="adm1n"))

@@ -57,7 +57,7 @@ def dlq_command(
     size, why, whether the DLQ topic holds it whole or only a reference, and
     its first bytes.
     """
-    from dashfrog._query_cli import render_table
+    from dashfrog.runtime._query_cli import render_table
 
     try:
         rows = read_dead_letters(limit, topic, partition, reason, since)

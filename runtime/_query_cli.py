@@ -18,7 +18,7 @@ import click
 from dashfrog._exceptions import DashfrogError, QueryError
 from dashfrog._models import parse_label_pairs
 from dashfrog._timeexpr import parse_time
-from dashfrog._timeline import span, text_timeline, when
+from dashfrog.runtime._timeline import span, text_timeline, when
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import click
 
 from dashfrog import query
-from dashfrog._query_cli import TIME, TIME_HELP, _call, _dump, _labels, render_table
+from dashfrog.runtime._query_cli import TIME, TIME_HELP, _call, _dump, _labels, render_table
 
 _COLUMNS = {
     "counter": ("total", "rate"),
