@@ -88,7 +88,7 @@ def run(quick: bool) -> list[Row]:
         charts = p50[f"{scope}/overview"] + p50[f"{scope}/timeseries"]
         rows.append(
             Row(
-                f"charts: overview + timeseries ({title})",
+                f"chart queries: overview + timeseries ({title})",
                 f"p50 {fmt_ms(charts)}",
                 f"stats p50 {fmt_ms(base)}",
                 charts / base,
