@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from dashfrog._exceptions import QueryError
-from dashfrog._models import _as_utc, _Model
-
-if TYPE_CHECKING:
-    import pandas as pd
+from dashfrog._models import _as_utc, _Model, _Rows
 
 MetricKind = Literal["counter", "histogram", "gauge"]
 
@@ -194,17 +191,6 @@ class MetricFilter(_Model):
         return params
 
 
-class _Rows(_Model):
-    def _records(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame with one row per item (needs pandas)."""
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self._records())
-
-
 class MetricInfo(_Model):
     """A declared metric, as its points describe it."""
 
@@ -218,19 +204,13 @@ class MetricInfo(_Model):
     last_seen: datetime | None = None
 
 
-class MetricList(_Rows):
+class MetricList(_Rows[MetricInfo]):
     """Declared metrics, by name. Iterate it, index it, or ``to_pandas()`` it."""
 
     metrics: list[MetricInfo] = Field(default_factory=list)
 
-    def __iter__(self) -> Iterator[MetricInfo]:  # type: ignore[override]
-        return iter(self.metrics)
-
-    def __len__(self) -> int:
-        return len(self.metrics)
-
-    def __getitem__(self, index: int) -> MetricInfo:
-        return self.metrics[index]
+    def _items(self) -> list[MetricInfo]:
+        return self.metrics
 
     def _records(self) -> list[dict[str, Any]]:
         return [m.model_dump() for m in self.metrics]
@@ -267,7 +247,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class MetricSeries(_Rows):
+class MetricSeries(_Rows[MetricRow]):
     """Time-bucketed values of one metric; buckets without points are left out."""
 
     name: str
@@ -287,14 +267,8 @@ class MetricSeries(_Rows):
     )
     rows: list[MetricRow] = Field(default_factory=list)
 
-    def __iter__(self) -> Iterator[MetricRow]:  # type: ignore[override]
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> MetricRow:
-        return self.rows[index]
+    def _items(self) -> list[MetricRow]:
+        return self.rows
 
     def _records(self) -> list[dict[str, Any]]:
         fields = _FIELDS[self.kind]
@@ -314,7 +288,7 @@ class RatioRow(_Model):
     ratio: float | None = Field(None, description="matching / total; None when total is 0.")
 
 
-class MetricRatio(_Rows):
+class MetricRatio(_Rows[RatioRow]):
     """The share of a label value over time."""
 
     name: str
@@ -328,14 +302,8 @@ class MetricRatio(_Rows):
     step_s: int
     rows: list[RatioRow] = Field(default_factory=list)
 
-    def __iter__(self) -> Iterator[RatioRow]:  # type: ignore[override]
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> RatioRow:
-        return self.rows[index]
+    def _items(self) -> list[RatioRow]:
+        return self.rows
 
     def _records(self) -> list[dict[str, Any]]:
         return [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -81,9 +81,26 @@ class FlowSummary(_Model):
         return row
 
 
-class _Rows(_Model):
+_Item = TypeVar("_Item")
+
+
+class _Rows(_Model, Generic[_Item]):
+    """A result that is a list of items: iterate it, index it, or ``to_pandas()`` it."""
+
+    def _items(self) -> list[_Item]:
+        raise NotImplementedError
+
     def _records(self) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def __iter__(self) -> Iterator[_Item]:  # type: ignore[override]
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __getitem__(self, index: int) -> _Item:
+        return self._items()[index]
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame with one row per item (needs pandas)."""
@@ -92,7 +109,7 @@ class _Rows(_Model):
         return pd.DataFrame.from_records(self._records())
 
 
-class FlowList(_Rows):
+class FlowList(_Rows[FlowSummary]):
     """One page of flows, newest first. Iterate it, index it, or ``to_pandas()`` it."""
 
     flows: list[FlowSummary] = Field(default_factory=list)
@@ -100,14 +117,8 @@ class FlowList(_Rows):
         None, description="Pass as `cursor` to get the next page; None on the last page."
     )
 
-    def __iter__(self) -> Iterator[FlowSummary]:  # type: ignore[override]
-        return iter(self.flows)
-
-    def __len__(self) -> int:
-        return len(self.flows)
-
-    def __getitem__(self, index: int) -> FlowSummary:
-        return self.flows[index]
+    def _items(self) -> list[FlowSummary]:
+        return self.flows
 
     def _records(self) -> list[dict[str, Any]]:
         return [flow.flat() for flow in self.flows]
@@ -190,17 +201,14 @@ class FlowStats(_Model):
     failures_by_step: list[StepFailureCount] = Field(default_factory=list)
 
 
-class SqlResult(_Rows):
+class SqlResult(_Rows[dict[str, Any]]):
     """Rows of a read-only SQL query."""
 
     columns: list[str] = Field(default_factory=list)
     rows: list[dict[str, Any]] = Field(default_factory=list)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    def _items(self) -> list[dict[str, Any]]:
+        return self.rows
 
     def _records(self) -> list[dict[str, Any]]:
         return self.rows
