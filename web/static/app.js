@@ -5,28 +5,10 @@
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "dashfrog.token";
+  const { TOKEN_KEY, $, el, token, authHeaders, ApiError, api } = window.DashFrogCommon;
   const PAGE = 50;
 
   // -- small DOM helpers ---------------------------------------------------
-
-  const $ = (sel, root = document) => root.querySelector(sel);
-
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat(Infinity)) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
 
   // replaceChildren() with nested arrays and nulls dropped (it would print them).
   function fill(node, ...children) {
@@ -103,38 +85,6 @@
     return el("span", { class: "chips" },
       entries.map(([k, v]) => el("span", { class: cls, title: `${k}=${v}` },
         el("span", { class: "k", text: k }), "=", el("span", { class: "v", text: v }))));
-  }
-
-  // -- API access ----------------------------------------------------------
-
-  const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
-
-  function authHeaders() {
-    const t = token();
-    return t ? { Authorization: `Bearer ${t}` } : {};
-  }
-
-  class ApiError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
-    }
-  }
-
-  async function api(path, params) {
-    const query = params && [...params].length ? `?${params}` : "";
-    const resp = await fetch(path + query, { headers: authHeaders(), cache: "no-store" });
-    let body = null;
-    try {
-      body = await resp.json();
-    } catch (_) {
-      body = null;
-    }
-    if (!resp.ok) {
-      const detail = body && typeof body.detail === "string" ? body.detail : resp.statusText;
-      throw new ApiError(resp.status, detail);
-    }
-    return body;
   }
 
   function notice(message) {

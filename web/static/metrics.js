@@ -5,39 +5,12 @@
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "dashfrog.token";
+  const { $, el, api } = window.DashFrogCommon;
   const RANGES = [[900, "last 15 min", "1m"], [3600, "last hour", "1m"], [21600, "last 6 hours", "5m"],
     [86400, "last 24 hours", "15m"], [604800, "last 7 days", "2h"]];
   const COLORS = ["#1c7ed6", "#ae3ec9", "#e8590c", "#2b8a3e", "#c92a2a", "#5f3dc4"];
   const charts = [];
   let generation = 0;
-
-  const $ = (sel, root = document) => root.querySelector(sel);
-
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat(Infinity)) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  async function api(path, params) {
-    const t = sessionStorage.getItem(TOKEN_KEY) || "";
-    const query = params && [...params].length ? `?${params}` : "";
-    const resp = await fetch(path + query, { headers: t ? { Authorization: `Bearer ${t}` } : {}, cache: "no-store" });
-    const body = await resp.json().catch(() => null);
-    if (!resp.ok) throw new Error(body && typeof body.detail === "string" ? body.detail : resp.statusText);
-    return body;
-  }
 
   function fmtNumber(v) {
     if (v === null || v === undefined) return "–";
