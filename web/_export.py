@@ -29,7 +29,7 @@ from dashfrog._models import (
 )
 from dashfrog.storage import Store
 from dashfrog.web._auth import Caller, scope_tenant
-from dashfrog.web._deps import StoreDep
+from dashfrog.web._deps import StoreDep, number_or_text
 from dashfrog.web._errors import ERRORS
 
 EXPORT_PAGE = 1000
@@ -37,6 +37,7 @@ EXPORT_FORMATS = ("csv", "ndjson")
 
 StoreRunner = Callable[..., Awaitable[Any]]
 LabelPairs = Annotated[list[str] | None, Query(description="key=value (or key:value), repeatable; all must match")]
+JsonLabels = Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')]
 
 
 def list_filter(
@@ -59,20 +60,10 @@ def list_filter(
         status=status,
         name=name,
         labels=merged or None,
-        since=_number_or_text(since),
-        until=_number_or_text(until),
+        since=number_or_text(since),
+        until=number_or_text(until),
         **extra,
     )
-
-
-def _number_or_text(value: str | None) -> Any:
-    """Epoch seconds stay numbers; anything else is parsed as a time by the filter."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 def ndjson_lines(flows: list[FlowSummary]) -> str:
@@ -181,8 +172,6 @@ class FlowTimeseries(BaseModel):
 
 
 router = APIRouter(prefix="/api/stats", tags=["charts"], responses=ERRORS)
-
-JsonLabels = Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')]
 
 
 @router.get("/overview", response_model=FlowOverview)

@@ -19,12 +19,18 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from dashfrog._exceptions import QueryError
-from dashfrog._models import FlowDetail, FlowFilter, FlowList, FlowStats, StatsFilter
-from dashfrog._models import parse_label_pairs as label_pairs
+from dashfrog._models import FlowDetail, FlowList, FlowStats, StatsFilter
 from dashfrog.web._auth import Caller, scope_tenant
-from dashfrog.web._deps import StoreDep
+from dashfrog.web._deps import StoreDep, number_or_text
 from dashfrog.web._errors import ERRORS, error
-from dashfrog.web._export import EXPORT_FORMATS, export_flow, export_flows
+from dashfrog.web._export import (
+    EXPORT_FORMATS,
+    JsonLabels,
+    LabelPairs,
+    export_flow,
+    export_flows,
+    list_filter,
+)
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 
 router = APIRouter(prefix="/api", tags=["flows"], responses=ERRORS)
@@ -52,8 +58,8 @@ async def flows(
     tenant: str | None = None,
     status: str | None = None,
     name: str | None = None,
-    label: Annotated[list[str] | None, Query(description="key=value (or key:value), repeatable; all must match")] = None,
-    labels: Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')] = None,
+    label: LabelPairs = None,
+    labels: JsonLabels = None,
     since: str | None = None,
     until: str | None = None,
     limit: int = 100,
@@ -62,19 +68,8 @@ async def flows(
 ) -> Any:
     """Flows matching every filter, newest first; pass ``next_cursor`` back as ``cursor``.
     ``format=csv`` or ``ndjson`` streams every matching flow as a download."""
-    merged: dict[str, str] = {}
-    if labels:
-        merged.update(FlowFilter.parse(labels=labels).labels or {})
-    merged.update(label_pairs(label or []))
-    flt = FlowFilter.parse(
-        tenant=scope_tenant(who, tenant),
-        status=status,
-        name=name,
-        labels=merged or None,
-        since=number_or_text(since),
-        until=number_or_text(until),
-        limit=limit,
-        cursor=cursor,
+    flt = list_filter(
+        scope_tenant(who, tenant), status, name, label, labels, since, until, limit=limit, cursor=cursor
     )
     if format in EXPORT_FORMATS:
         return await export_flows(store, run_in_threadpool, flt, format)
@@ -164,14 +159,3 @@ async def stream(who: Caller, request: Request, tenant: str | None = None) -> An
     return EventSourceResponse(
         messages(), ping=15, send_timeout=30, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
-
-
-def number_or_text(value: str | None) -> Any:
-    """Epoch seconds stay numbers; anything else is parsed as a time by the filter."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
-

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from dashfrog._metric_models import MetricFilter
 from dashfrog.storage import Store, list_metrics, metric_ratio, metric_series
 from dashfrog.web._auth import Authenticator, scope_tenant
+from dashfrog.web._deps import number_or_text
 
 StoreRunner = Callable[..., Awaitable[Any]]
 AuthHeader = Annotated[str | None, Header(description="Bearer token: admin or tenant-scoped")]
@@ -30,16 +31,6 @@ GroupBy = Annotated[
 Step = Annotated[str, Query(description="bucket width: 1m, 5m, 1h, 1d or seconds (whole minutes)")]
 
 
-def _time(value: str | None) -> Any:
-    """Epoch seconds stay numbers; anything else is parsed as ISO 8601 by the filter."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def _not_found(name: str) -> JSONResponse:
     return JSONResponse(
         {"detail": f"no metric named {name!r} has points in your scope"}, status_code=404
@@ -49,6 +40,29 @@ def _not_found(name: str) -> JSONResponse:
 def metrics_router(store: Store, auth: Authenticator, run: StoreRunner) -> APIRouter:
     """``/api/metrics`` routes over ``store``; ``run`` runs blocking store calls off the loop."""
     router = APIRouter()
+
+    def parse(
+        name: str,
+        authorization: str | None,
+        tenant: str | None,
+        labels: str | None,
+        since: str | None,
+        until: str | None,
+        step: str,
+        group_by: str | None,
+        where: str | None = None,
+    ) -> MetricFilter:
+        """The filter of a metric route, in the caller's tenant scope."""
+        return MetricFilter.parse(
+            name=name,
+            where=where,
+            tenant=scope_tenant(auth.principal(authorization), tenant),
+            labels=labels,
+            since=number_or_text(since),
+            until=number_or_text(until),
+            step=step,
+            group_by=group_by,
+        )
 
     @router.get("/api/metrics")
     async def metrics(authorization: AuthHeader = None, tenant: str | None = None) -> Any:
@@ -71,15 +85,7 @@ def metrics_router(store: Store, auth: Authenticator, run: StoreRunner) -> APIRo
         """One metric in time buckets: counter total and rate; histogram count,
         sum, avg, min, max and p50/p95/p99 (with ``error_bound``); gauge last,
         min and max."""
-        flt = MetricFilter.parse(
-            name=name,
-            tenant=scope_tenant(auth.principal(authorization), tenant),
-            labels=labels,
-            since=_time(since),
-            until=_time(until),
-            step=step,
-            group_by=group_by,
-        )
+        flt = parse(name, authorization, tenant, labels, since, until, step, group_by)
         found = await run(metric_series, store, flt)
         return _not_found(name) if found is None else found.model_dump(mode="json")
 
@@ -101,16 +107,7 @@ def metrics_router(store: Store, auth: Authenticator, run: StoreRunner) -> APIRo
         group_by: GroupBy = None,
     ) -> Any:
         """Per bucket, the share of a counter's total (a histogram's count) matching ``where``."""
-        flt = MetricFilter.parse(
-            name=name,
-            where=where,
-            tenant=scope_tenant(auth.principal(authorization), tenant),
-            labels=labels,
-            since=_time(since),
-            until=_time(until),
-            step=step,
-            group_by=group_by,
-        )
+        flt = parse(name, authorization, tenant, labels, since, until, step, group_by, where)
         found = await run(metric_ratio, store, flt)
         return _not_found(name) if found is None else found.model_dump(mode="json")
 
