@@ -1,6 +1,7 @@
 """Fixtures of the reliability suite: pipeline settings on fresh topics, a
 broker of the test's own that can be stopped and started again on its port,
-and a TCP proxy that cuts a ClickHouse server off and back."""
+a TCP proxy that cuts a ClickHouse server off and back, and a migrated chDB
+store per module (a module that needs another store defines its own)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,19 @@ class RestartableBroker:
         self.stop()
         self.start()
         self.restarts += 1
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A migrated chDB store shared by the tests of one module."""
+    from dashfrog.storage import open_store
+
+    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

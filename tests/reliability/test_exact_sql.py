@@ -13,11 +13,8 @@ from __future__ import annotations
 import ast
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dashfrog import schemas
 from tests.streams._helpers import flow_events
@@ -54,18 +51,6 @@ def readme_sql() -> list[tuple[str, dict[str, Any]]]:
 def _with_defaults(sql: str, params: dict[str, Any]) -> dict[str, Any]:
     wanted = set(re.findall(r"\{(\w+):", sql))
     return {**{k: v for k, v in DEFAULT_PARAMS.items() if k in wanted}, **params}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def test_the_readme_has_sql_examples_to_check() -> None:

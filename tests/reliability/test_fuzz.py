@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,18 +26,6 @@ from tests.streams._helpers import flow_events
 
 GOOD = schemas.encode(flow_events(3, steps=2, fail_every=2))
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @st.composite

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +117,6 @@ def test_sdk_reports_an_outage_once_with_true_drop_totals_and_tells_the_truth_at
 
 
 # -- the processor --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 async def test_processor_reports_a_broker_outage_once_each_way_and_resumes(
