@@ -35,10 +35,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import click
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dashfrog._exceptions import ConfigurationError
 from dashfrog._models import MAX_LIMIT, FlowFilter, FlowList, FlowSummary
@@ -78,6 +86,16 @@ def _seconds(value: Any, what: str) -> float:
     return seconds
 
 
+def _valid_webhook(url: str | None) -> str | None:
+    if url is not None:
+        _check_webhook(url)
+    return url
+
+
+# A rule's or a rule file's webhook: an http(s) URL with a host, or none.
+Webhook = Annotated[str | None, AfterValidator(_valid_webhook)]
+
+
 class AlertRule(BaseModel):
     """One rule of the rule file."""
 
@@ -93,7 +111,7 @@ class AlertRule(BaseModel):
     rate: float | None = Field(None, gt=0, le=1)
     duration_s: float | None = Field(None, alias="duration")
     min_runs: int = Field(1, ge=1)
-    webhook: str | None = None
+    webhook: Webhook = None
 
     @field_validator("stalled_for_s", "window_s", "duration_s", mode="before")
     @classmethod
@@ -105,13 +123,6 @@ class AlertRule(BaseModel):
     def _labels(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {str(k): str(v) for k, v in value.items()}
-        return value
-
-    @field_validator("webhook")
-    @classmethod
-    def _webhook(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_webhook(value)
         return value
 
     @model_validator(mode="after")
@@ -165,15 +176,8 @@ def _safe_url(url: str) -> str:
 class RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    webhook: str | None = None
+    webhook: Webhook = None
     rules: list[AlertRule] = Field(default_factory=list)
-
-    @field_validator("webhook")
-    @classmethod
-    def _webhook(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_webhook(value)
-        return value
 
     @model_validator(mode="after")
     def _unique(self) -> RuleFile:
