@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,9 +26,9 @@ import pytest
 
 from dashfrog._export import CSV_COLUMNS
 from dashfrog._settings import Settings
-from dashfrog.runtime._broker import free_port
 from dashfrog.schemas import Event, Kind, make_event
 from dashfrog.web import create_app
+from tests.web._helpers import Server
 
 N_FLOWS = 2300  # more than two export pages of 1000
 TENANTS = ("acme-corp", "globex", "initech")
@@ -106,29 +105,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield store
     finally:
         store.close()
-
-
-class Server:
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 SECRETS = {"admin_token": "root-secret", "tenant_tokens": "acme-corp:acme-secret,globex:globex-secret"}

@@ -11,7 +11,8 @@ import pytest
 from dashfrog._settings import Settings
 from dashfrog.web import create_app
 from tests.storage.test_metrics_store import counter_point, event, gauge_point, histogram_point
-from tests.web.test_ui import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, Server, sync_api
+from tests.web._helpers import Server
+from tests.web.test_ui import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, sync_api
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
