@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -40,31 +41,51 @@ LabelPairs = Annotated[list[str] | None, Query(description="key=value (or key:va
 JsonLabels = Annotated[str | None, Query(description='JSON object, e.g. {"env":"prod"}')]
 
 
-def list_filter(
-    tenant: str | None,
-    status: str | None,
-    name: str | None,
-    label: list[str] | None,
-    labels: str | None,
-    since: str | None,
-    until: str | None,
-    **extra: Any,
-) -> FlowFilter:
-    """The flow list's filter from its query parameters (already tenant-scoped)."""
-    merged: dict[str, str] = {}
-    if labels:
-        merged.update(FlowFilter.parse(labels=labels).labels or {})
-    merged.update(parse_label_pairs(label or []))
-    return FlowFilter.parse(  # type: ignore[no-any-return]
-        tenant=tenant,
-        status=status,
-        name=name,
-        labels=merged or None,
-        since=number_or_text(since),
-        until=number_or_text(until),
-        **extra,
-    )
+@dataclass(frozen=True)
+class FlowQuery:
+    """The flow list's filter parameters, already scoped to the caller's tenant:
+    ``GET /api/flows`` and the chart routes take the same ones."""
 
+    tenant: str | None
+    status: str | None
+    name: str | None
+    label: list[str] | None
+    labels: str | None
+    since: str | None
+    until: str | None
+
+    def filter(self, **extra: Any) -> FlowFilter:
+        """The validated filter; ``extra`` adds e.g. ``limit`` and ``cursor``."""
+        merged: dict[str, str] = {}
+        if self.labels:
+            merged.update(FlowFilter.parse(labels=self.labels).labels or {})
+        merged.update(parse_label_pairs(self.label or []))
+        return FlowFilter.parse(  # type: ignore[no-any-return]
+            tenant=self.tenant,
+            status=self.status,
+            name=self.name,
+            labels=merged or None,
+            since=number_or_text(self.since),
+            until=number_or_text(self.until),
+            **extra,
+        )
+
+
+def flow_query(
+    who: Caller,
+    tenant: str | None = None,
+    status: str | None = None,
+    name: str | None = None,
+    label: LabelPairs = None,
+    labels: JsonLabels = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> FlowQuery:
+    return FlowQuery(scope_tenant(who, tenant), status, name, label, labels, since, until)
+
+
+# A route parameter typed ``FlowQueryDep`` takes the flow list's filter parameters.
+FlowQueryDep = Annotated[FlowQuery, Depends(flow_query)]
 
 def ndjson_lines(flows: list[FlowSummary]) -> str:
     return "".join(json.dumps(f.model_dump(mode="json"), sort_keys=True) + "\n" for f in flows)
@@ -176,34 +197,20 @@ router = APIRouter(prefix="/api/stats", tags=["charts"], responses=ERRORS)
 
 @router.get("/overview", response_model=FlowOverview)
 async def overview(
-    who: Caller,
+    query: FlowQueryDep,
     store: StoreDep,
-    tenant: str | None = None,
-    status: str | None = None,
-    name: str | None = None,
-    label: LabelPairs = None,
-    labels: JsonLabels = None,
-    since: str | None = None,
-    until: str | None = None,
 ) -> Any:
     """Runs by status, success rate, duration percentiles, a duration
     histogram (1-2-5 ms buckets) and failures per step, over every flow
     the same filters as ``GET /api/flows`` select."""
-    flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+    flt = query.filter()
     return await run_in_threadpool(store.flow_overview, flt)
 
 
 @router.get("/timeseries", response_model=FlowTimeseries)
 async def timeseries(
-    who: Caller,
+    query: FlowQueryDep,
     store: StoreDep,
-    tenant: str | None = None,
-    status: str | None = None,
-    name: str | None = None,
-    label: LabelPairs = None,
-    labels: JsonLabels = None,
-    since: str | None = None,
-    until: str | None = None,
     bucket: Annotated[
         int | None,
         Query(ge=1, le=31 * 86_400, description="bucket width in seconds (default: about 60 buckets)"),
@@ -213,5 +220,5 @@ async def timeseries(
     failed) and their duration p50/p95, over the range of ``since`` /
     ``until`` (or of the matching flows), empty buckets included; 400 when
     ``bucket`` would give more than 500 buckets."""
-    flt = list_filter(scope_tenant(who, tenant), status, name, label, labels, since, until)
+    flt = query.filter()
     return await run_in_threadpool(lambda: store.flow_timeseries(flt, bucket_s=bucket))

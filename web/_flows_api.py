@@ -23,14 +23,7 @@ from dashfrog._models import FlowDetail, FlowList, FlowStats, StatsFilter
 from dashfrog.web._auth import Caller, scope_tenant
 from dashfrog.web._deps import StoreDep, number_or_text
 from dashfrog.web._errors import ERRORS, error
-from dashfrog.web._export import (
-    EXPORT_FORMATS,
-    JsonLabels,
-    LabelPairs,
-    export_flow,
-    export_flows,
-    list_filter,
-)
+from dashfrog.web._export import EXPORT_FORMATS, FlowQueryDep, export_flow, export_flows
 from dashfrog.web._live import CLOSE, LiveHub, TooManySubscribers
 
 router = APIRouter(prefix="/api", tags=["flows"], responses=ERRORS)
@@ -53,24 +46,15 @@ _CSV_OR_NDJSON = {
 
 @router.get("/flows", response_model=FlowList, responses={200: _CSV_OR_NDJSON})
 async def flows(
-    who: Caller,
+    query: FlowQueryDep,
     store: StoreDep,
-    tenant: str | None = None,
-    status: str | None = None,
-    name: str | None = None,
-    label: LabelPairs = None,
-    labels: JsonLabels = None,
-    since: str | None = None,
-    until: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
     format: Annotated[str, Query(description="json (one page), or csv / ndjson: every matching flow")] = "json",
 ) -> Any:
     """Flows matching every filter, newest first; pass ``next_cursor`` back as ``cursor``.
     ``format=csv`` or ``ndjson`` streams every matching flow as a download."""
-    flt = list_filter(
-        scope_tenant(who, tenant), status, name, label, labels, since, until, limit=limit, cursor=cursor
-    )
+    flt = query.filter(limit=limit, cursor=cursor)
     if format in EXPORT_FORMATS:
         return await export_flows(store, run_in_threadpool, flt, format)
     if format != "json":
