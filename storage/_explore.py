@@ -15,6 +15,7 @@ from typing import Any
 from dashfrog._exceptions import QueryError
 from dashfrog._models import FlowFilter, StatsFilter
 from dashfrog.storage._queries import (
+    _STEP_FAILURES,
     Runner,
     _flow_rows_sql,
     _micros,
@@ -54,19 +55,7 @@ SELECT
 FROM ({rows})
 """
 
-_FAILURES = """
-SELECT step_name, toInt64(count()) AS failures
-FROM (
-    SELECT max(failed.2) AS step_name
-    FROM flow_runs
-    ARRAY JOIN steps_failed AS failed
-    WHERE {keys} AND (tenant, flow_id) IN (SELECT tenant, flow_id FROM ({rows}))
-    GROUP BY tenant, flow_id, failed.1
-)
-GROUP BY step_name
-ORDER BY failures DESC, step_name
-LIMIT 100
-"""
+_IN_ROWS = "(tenant, flow_id) IN (SELECT tenant, flow_id FROM ({rows}))"
 
 _TIMESERIES = """
 SELECT
@@ -149,7 +138,9 @@ def flow_overview(
         if flt.name is not None:
             params["failures_name"] = flt.name
             keys.append("flow_name = {failures_name:String}")
-        sql = _FAILURES.replace("{keys}", " AND ".join(keys)).replace("{rows}", rows)
+        # The per-step failure count of GET /api/stats, over the flows ``rows`` selects.
+        keys.append(_IN_ROWS.replace("{rows}", rows))
+        sql = _STEP_FAILURES.replace("{scope}", " AND ".join(keys))
         failures = query(sql, params)
     else:  # exactly GET /api/stats' failures, read by its key columns (~3x faster)
         stats_params: dict[str, Any] = {}
