@@ -11,7 +11,9 @@ from dashfrog.runtime._broker import free_port
 
 
 class Server:
-    def __init__(self, app: Any) -> None:
+    """``lifespan="on"`` runs the app's lifespan (the alert evaluator) as ``dashfrog api`` does."""
+
+    def __init__(self, app: Any, lifespan: str = "off") -> None:
         import uvicorn
 
         self.port = free_port()
@@ -21,7 +23,7 @@ class Server:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan=lifespan,
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)

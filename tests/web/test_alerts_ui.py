@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from dashfrog._settings import Settings
 from dashfrog.web import create_app
+from tests.web._helpers import Server
 from tests.web.test_alerts import MIN_US, RULES, SECRET, Receiver, _run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,9 +28,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    import uvicorn
-
-    from dashfrog.runtime._broker import free_port
     from dashfrog.storage import open_store
 
     store = open_store(f"chdb://{tmp_path / 'db'}")
@@ -39,21 +36,11 @@ def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.format(url=receiver.url))
     settings = Settings(alert_rules=str(rules), alert_webhook_secret=SECRET, alert_interval_s=0.2)  # type: ignore[call-arg]
-    port = free_port()
     # lifespan on, as `dashfrog api` runs it: the evaluator lives as long as the server.
-    server = uvicorn.Server(uvicorn.Config(create_app(store, settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        yield {"store": store, "url": f"http://127.0.0.1:{port}", "receiver": receiver}
+        with Server(create_app(store, settings), lifespan="on") as server:
+            yield {"store": store, "url": server.url, "receiver": receiver}
     finally:
-        server.should_exit = True
-        thread.join(10)
         receiver.close()
         store.close()
 

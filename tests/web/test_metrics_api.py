@@ -3,8 +3,6 @@ dashfrog.query over a real HTTP server."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from dashfrog import QueryError, query
 from dashfrog._settings import Settings, set_settings
-from dashfrog.runtime._broker import free_port
 from dashfrog.web import create_app
 from tests.storage.test_metrics_store import BASE, counter_point, event, histogram_point
+from tests.web._helpers import Server
 
 TOKENS = {"admin_token": "adm1n", "tenant_tokens": "acme:acme-token,globex:globex-token"}
 SINCE = (BASE - timedelta(minutes=5)).isoformat()
@@ -127,22 +125,8 @@ def test_ratio_and_bad_parameters(store: Any) -> None:
 
 @pytest.fixture
 def server(store: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    app = create_app(store, Settings(**TOKENS))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(5)
+    with Server(create_app(store, Settings(**TOKENS)), lifespan="auto") as running:
+        yield running.url
 
 
 def test_query_module_reads_metrics_over_http(server: str) -> None:

@@ -3,9 +3,6 @@ what the SDK parses is what the API answers (its /openapi.json contract)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,36 +15,24 @@ from dashfrog._settings import Settings, set_settings
 from dashfrog.storage import SqlLimits
 from dashfrog.web import create_app
 from tests.streams._helpers import flow_events
+from tests.web._helpers import Server
 
 TOKEN = "http-admin"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    import uvicorn
-
     from dashfrog.storage import open_store
 
     store = open_store(f"chdb://{tmp_path_factory.mktemp('http') / 'db'}")
     store.migrate()
     store.events = flow_events(12, tenants=3, steps=2, fail_every=4, run="http")  # type: ignore[attr-defined]
     store.insert_events(store.events, "http-1")  # type: ignore[attr-defined]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     app = create_app(store, Settings(admin_token=TOKEN, tenant_tokens="tenant-1:t1"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        yield store, f"http://127.0.0.1:{port}"
+        with Server(app) as server:
+            yield store, server.url
     finally:
-        server.should_exit = True
-        thread.join(15)
         store.close()
 
 
