@@ -17,23 +17,7 @@ from typing import Any
 
 import pytest
 
-from dashfrog._settings import Settings
 from dashfrog.runtime._broker import LocalBroker, free_port, start_broker
-
-PARTITIONS = 3
-
-
-def pipeline_settings(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
-    """What a test worker runs with: short rebalance and batch waits, fresh topics."""
-    values: dict[str, Any] = {
-        "kafka_bootstrap": bootstrap,
-        "topic_prefix": prefix,
-        "topic_partitions": PARTITIONS,
-        "processor_group": f"{prefix}processor",
-        "rebalance_timeout_s": 2.0,
-        "processor_batch_wait_s": 0.05,
-    }
-    return Settings(**(values | overrides))
 
 
 @dataclass

@@ -20,8 +20,14 @@ from fastapi.testclient import TestClient
 from dashfrog import schemas
 from dashfrog._settings import Settings
 from dashfrog.streams import DLQ_OFFSET, DLQ_PARTITION, DLQ_REFERENCE, DLQ_SIZE
-from tests.reliability.conftest import pipeline_settings
-from tests.streams._helpers import flow_events, read_all, running, send_raw, wait_for
+from tests.streams._helpers import (
+    flow_events,
+    pipeline_settings,
+    read_all,
+    running,
+    send_raw,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module", params=["chdb", "clickhouse"])

@@ -21,13 +21,14 @@ from aiokafka import AIOKafkaProducer
 from dashfrog import schemas
 from dashfrog._settings import Settings
 from dashfrog.streams import ensure_event_topics
-from tests.reliability.conftest import PARTITIONS, pipeline_settings
 from tests.streams._helpers import (
+    PARTITIONS,
     committed_offsets,
     events_written,
     expected_offsets,
     flow_events,
     partition_of,
+    pipeline_settings,
     wait_for,
     worker_process,
 )

@@ -21,11 +21,13 @@ from dashfrog._settings import set_settings
 from dashfrog.runtime._broker import ensure_topics_sync
 from dashfrog.streams import StatusLine, ensure_event_topics
 from tests.conftest import consume_events
-from tests.reliability.conftest import PARTITIONS, RestartableBroker, TcpCut, pipeline_settings
+from tests.reliability.conftest import RestartableBroker, TcpCut
 from tests.streams._helpers import (
+    PARTITIONS,
     committed_offsets,
     expected_offsets,
     flow_events,
+    pipeline_settings,
     produce,
     running,
     send_raw,

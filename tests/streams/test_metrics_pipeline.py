@@ -14,9 +14,7 @@ import dashfrog
 from dashfrog import _metrics, metrics, query, schemas
 from dashfrog._exceptions import QueryError
 from dashfrog._settings import Settings, set_settings
-from tests.streams._helpers import read_all, running, send_raw, wait_for
-
-PARTITIONS = 3
+from tests.streams._helpers import pipeline_settings, read_all, running, send_raw, wait_for
 
 
 @pytest.fixture
@@ -31,14 +29,7 @@ def settings(broker: str, topic_prefix: str) -> Iterator[Settings]:
         metrics_interval_s=1.0,
     )
     try:
-        yield Settings(
-            kafka_bootstrap=broker,
-            topic_prefix=topic_prefix,
-            topic_partitions=PARTITIONS,
-            processor_group=f"{topic_prefix}processor",
-            rebalance_timeout_s=2.0,
-            processor_batch_wait_s=0.05,
-        )
+        yield pipeline_settings(broker, topic_prefix)
     finally:
         # The test's gauge schedule ends with it; what it sampled is not sent.
         with _metrics._registry.lock:

@@ -29,11 +29,13 @@ from dashfrog.streams import (
 )
 from dashfrog.streams._batch import offset_ranges
 from tests.streams._helpers import (
+    PARTITIONS,
     FlakyStore,
     committed_offsets,
     events_written,
     expected_offsets,
     flow_events,
+    pipeline_settings,
     produce,
     read_all,
     running,
@@ -42,19 +44,10 @@ from tests.streams._helpers import (
     worker_process,
 )
 
-PARTITIONS = 3
-
 
 @pytest.fixture
 def settings(broker: str, topic_prefix: str) -> Settings:
-    return Settings(
-        kafka_bootstrap=broker,
-        topic_prefix=topic_prefix,
-        topic_partitions=PARTITIONS,
-        processor_group=f"{topic_prefix}processor",
-        rebalance_timeout_s=2.0,
-        processor_batch_wait_s=0.05,
-    )
+    return pipeline_settings(broker, topic_prefix)
 
 
 @pytest.fixture(scope="module")
