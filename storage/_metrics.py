@@ -288,6 +288,9 @@ def write_points(execute: Execute, events: Sequence[Mapping[str, Any]], token: s
     """Write the points of ``metrics`` events and re-project the minutes they
     touch; the number of points. Writing the same points again changes nothing
     queries return."""
+    # Here, not at the top: _avro imports _schema, which imports this module.
+    from dashfrog.storage._avro import sql_quote
+
     rows = point_rows(events)
     if not rows:
         return 0
@@ -302,7 +305,7 @@ def write_points(execute: Execute, events: Sequence[Mapping[str, Any]], token: s
         size += len(line) + 1
         if size >= _INSERT_CHARS or i == len(lines) - 1:
             execute(
-                _INSERT + f" SETTINGS insert_deduplication_token = {_quote(f'{token}-{part}')}",
+                _INSERT + f" SETTINGS insert_deduplication_token = {sql_quote(f'{token}-{part}')}",
                 {"rows": "\n".join(chunk)},
             )
             chunk, size, part = [], 0, part + 1
@@ -335,10 +338,6 @@ def rebuild(execute: Execute) -> None:
     )
     execute("TRUNCATE TABLE IF EXISTS metric_minutes", None)
     execute("INSERT INTO metric_minutes " + _MINUTES_SELECT.replace("{where}", ""), None)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # -- reads ------------------------------------------------------------------------
