@@ -14,12 +14,20 @@ from tests.examples.test_demo_app import load_demo
 
 def test_demo_records_metrics_per_customer(sdk: dict) -> None:
     demo = load_demo()
-    outcomes = asyncio.run(demo.main(count=40, concurrency=8, fast=True, seed=11))
-    # The quota gauge samples in a thread of its own as soon as it is declared.
-    deadline = time.monotonic() + 10
-    while not demo.monthly_quota._metric.series:
-        assert time.monotonic() < deadline, "the quota gauge never sampled"
-        time.sleep(0.01)
+    # The quota gauge samples in a thread of its own from the moment main()
+    # schedules it; main() stops it on return, which on a busy machine can come
+    # before that thread ran once. The test stops it itself after a sample.
+    stop = demo.monthly_quota.stop_periodically
+    demo.monthly_quota.stop_periodically = lambda: demo.monthly_quota
+    try:
+        outcomes = asyncio.run(demo.main(count=40, concurrency=8, fast=True, seed=11))
+        deadline = time.monotonic() + 20
+        while not demo.monthly_quota._metric.series:
+            assert time.monotonic() < deadline, "the quota gauge never sampled"
+            time.sleep(0.01)
+    finally:
+        demo.monthly_quota.stop_periodically = stop
+        stop()
     assert dashfrog.flush(10)
     events = consume_events(sdk["bootstrap"], sdk["topic"], 40 * 4, timeout=30)
     batches = [e for e in events if e["kind"] == "metrics"]

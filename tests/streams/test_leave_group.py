@@ -18,7 +18,7 @@ from tests.streams._helpers import flow_events, partition_of, produce
 PARTITIONS = 4
 # Long enough that a stopped worker still counted as a member would keep its
 # partitions from the survivor for the whole wait below.
-LEAVER_SESSION_S = 40
+LEAVER_SESSION_S = 60
 
 
 def _worker(broker: str, prefix: str, store: Path, session_s: float, log: Path) -> subprocess.Popen[bytes]:
@@ -92,7 +92,9 @@ def test_sigterm_hands_the_partitions_over_before_the_session_would_expire(
 
         # Well inside the leaver's session: without its LeaveGroup the group
         # would keep its partitions for LEAVER_SESSION_S.
-        _until(all_written, LEAVER_SESSION_S / 2, "the survivor to write every partition's events")
+        # The margin is for a loaded machine (a CI run once needed over 20 s);
+        # the takeover itself is timed by `make bench` (production shape).
+        _until(all_written, LEAVER_SESSION_S * 3 / 4, "the survivor to write every partition's events")
         assert time.monotonic() - signalled < LEAVER_SESSION_S
     finally:
         for proc in (leaver, survivor):

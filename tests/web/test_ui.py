@@ -627,9 +627,14 @@ def test_stats_and_charts_follow_every_filter(page: Any, store: Any, open_server
 
 
 def test_export_buttons_download_the_current_view(page: Any, store: Any, open_server: Server) -> None:
+    # Earlier tests in this module add flows; wait until the page shows all of
+    # globex's, not a first render that the live stream is still filling in.
+    listed = httpx.get(f"{open_server.url}/api/flows", params={"tenant": "globex", "limit": 500}, timeout=10)
+    expected = {f["flow_id"] for f in listed.json()["flows"]}
     page.goto(open_server.url + "/#/?tenant=globex")
-    expect(rows(page)).not_to_have_count(0)
+    expect(rows(page)).to_have_count(len(expected))
     shown = shown_ids(page)
+    assert shown == expected
     with page.expect_download() as info:
         page.locator('[data-export="csv"]').click()
     download = info.value
