@@ -102,22 +102,29 @@ def read_back(flow: Flow, timeout: float = 30.0, status: str | None = None) -> A
     (tenant,) = flow.tenants
     want_status = status or flow.status or "running"
     want_steps = _emitted(flow)
+    services = {s.service for s in flow.steps.values()}
     deadline = time.monotonic() + timeout
     while True:
         detail = query.flow(flow.flow_id, tenant=tenant)
-        if detail is not None and detail.status == want_status and _projected(detail) == want_steps:
-            break
+        # The flows and steps tables are fed by separate materialized views, so one
+        # read can land between them: wait until the flow row shows the services too.
+        if (
+            detail is not None
+            and (detail.tenant, detail.status) == (tenant, want_status)
+            and _projected(detail) == want_steps
+            and services <= set(detail.services)
+        ):
+            return detail
         if time.monotonic() > deadline:
-            seen = (detail.status, _projected(detail)) if detail is not None else None
+            seen = (
+                (detail.tenant, detail.status, detail.services, _projected(detail))
+                if detail is not None else None
+            )
             raise AssertionError(
-                f"query.flow({flow.flow_id!r}) did not show {(want_status, want_steps)} "
+                f"query.flow({flow.flow_id!r}) did not show {(tenant, want_status, services, want_steps)} "
                 f"within {timeout}s; last answer: {seen}"
             )
         time.sleep(0.1)  # polling interval of a condition wait
-    assert (detail.tenant, detail.status) == (tenant, want_status)
-    services = {s.service for s in flow.steps.values()}
-    assert services <= set(detail.services)
-    return detail
 
 
 def baggage_header(
