@@ -469,7 +469,8 @@ def test_dashfrog_api_stops_promptly_with_streams_open(store: Any) -> None:
     with ThreadPoolExecutor(1) as pool:
         rest, took = pool.submit(asyncio.run, main()).result(30)
     assert "event: close" not in rest
-    assert took < 1.5, f"the API took {took:.1f}s to stop with a stream open"
+    # Under the 3 s graceful-shutdown timeout an open stream would otherwise hold it for.
+    assert took < 2.5, f"the API took {took:.1f}s to stop with a stream open"
 
 
 def test_page_is_served_with_a_strict_content_security_policy(open_server: Server) -> None:
