@@ -19,6 +19,7 @@ _LAZY_COMMANDS: dict[str, str] = {
     "alerts": "dashfrog.web._alerts:alerts_group",
     "api": "dashfrog.web._commands:api_command",
     "dlq": "dashfrog.runtime._dlq_cli:dlq_command",
+    "dlq-replay": "dashfrog.streams._replay:replay_command",
     "events": "dashfrog.runtime._tail:events",
     "flow": "dashfrog.runtime._query_cli:flow_command",
     "flows": "dashfrog.runtime._query_cli:flows_command",

@@ -13,6 +13,7 @@ from dashfrog.streams._batch import (
     dlq_headers,
 )
 from dashfrog.streams._processor import MAX_EVENTS_PER_WRITE, Processor, ProcessorStats
+from dashfrog.streams._replay import Replay, replay_dead_letters
 from dashfrog.streams._worker import StatusLine, ensure_event_topics, run_processor
 
 __all__ = [
@@ -26,10 +27,12 @@ __all__ = [
     "MAX_EVENTS_PER_WRITE",
     "Processor",
     "ProcessorStats",
+    "Replay",
     "StatusLine",
     "decode_message",
     "dedup_token",
     "dlq_headers",
     "ensure_event_topics",
+    "replay_dead_letters",
     "run_processor",
 ]

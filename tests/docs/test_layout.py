@@ -41,3 +41,15 @@ def test_each_package_docstring_says_its_job_as_the_table_does() -> None:
         module = importlib.import_module(package)
         assert Path(module.__file__ or "").parent == ROOT / folder, (package, folder)
         assert _first_paragraph(module.__doc__) == re.sub(r"\s+", " ", job), package
+
+
+def test_each_package_face_lists_what_it_exports_sorted() -> None:
+    for _, package, _ in _layout_rows():
+        if not package:
+            continue
+        module = importlib.import_module(package)
+        exported = getattr(module, "__all__", None)
+        assert exported is not None, f"{package} has no __all__"
+        assert exported == sorted(exported), package
+        missing = [name for name in exported if not hasattr(module, name)]
+        assert not missing, f"{package}.__all__ names what it lacks: {missing}"
