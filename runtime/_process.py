@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from dashfrog._settings import Settings
-
 if TYPE_CHECKING:
+    from dashfrog._settings import Settings
     from dashfrog.storage import Store
 
 
