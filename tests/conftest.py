@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,20 @@ def _kafka_container() -> Iterator[str]:
         yield container.get_bootstrap_server()
     finally:
         container.stop()
+
+
+@pytest.fixture(scope="module")
+def module_chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A migrated chDB store shared by the tests of one module, closed after
+    them: chDB allows one open session per process, so one module at a time."""
+    from dashfrog.storage import open_store
+
+    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

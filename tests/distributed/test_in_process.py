@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,15 +94,8 @@ class _Client:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from dashfrog.storage import open_store
-
-    opened = open_store(f"chdb://{Path(tmp_path_factory.mktemp('in_process')) / 'chdb'}")
-    opened.migrate()
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(module_chdb_store: Any) -> Any:
+    return module_chdb_store
 
 
 @pytest.mark.parametrize(("kind", "path"), [("fastapi", "/end"), ("fastapi", "/end-async"), ("flask", "/end")])

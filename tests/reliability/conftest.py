@@ -49,16 +49,9 @@ class RestartableBroker:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def store(module_chdb_store: Any) -> Any:
     """A migrated chDB store shared by the tests of one module."""
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
+    return module_chdb_store
 
 
 @pytest.fixture

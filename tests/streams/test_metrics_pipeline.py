@@ -40,18 +40,13 @@ def settings(broker: str, topic_prefix: str) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="module")
-def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One chDB store for the module: chDB allows one open session per process."""
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    query.use_store(store)
+def chdb_store(module_chdb_store: Any) -> Iterator[Any]:
+    """The module's chDB store, which ``dashfrog.query`` reads too."""
+    query.use_store(module_chdb_store)
     try:
-        yield store
+        yield module_chdb_store
     finally:
         query.use_store(None)
-        store.close()
 
 
 def total(name: str, **labels: str) -> float:

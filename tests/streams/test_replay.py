@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +38,6 @@ OLD_REASON = "unknown writer schema (an older processor)"
 @pytest.fixture
 def settings(broker: str, topic_prefix: str) -> Settings:
     return pipeline_settings(broker, topic_prefix)
-
-
-@pytest.fixture(scope="module")
-def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from dashfrog.storage import open_store
-
-    store = open_store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _dlq_headers(settings: Settings, reason: str, offset: int, *more: tuple[str, bytes]) -> list[tuple[str, bytes]]:
@@ -84,12 +71,12 @@ def _seen(store: Any, run: str) -> tuple[int, list[tuple[str, str]]]:
 
 
 async def test_replay_sends_each_dead_letter_once_and_skips_references(
-    settings: Settings, chdb_store: Any, tmp_path: Path
+    settings: Settings, module_chdb_store: Any, tmp_path: Path
 ) -> None:
     good = flow_events(3)
     run = good[0]["labels"]["run"]
     expected = (len(good), sorted({(e["flow_id"], "success") for e in good}))
-    async with running(settings, chdb_store, tmp_path) as processor:
+    async with running(settings, module_chdb_store, tmp_path) as processor:
         # Left in the DLQ by an older processor: on partition 0, in this order.
         await send_raw(settings.bootstrap, settings.dlq, schemas.encode(good),
                        headers=_dlq_headers(settings, OLD_REASON, 7, *schemas.headers()))
@@ -108,7 +95,7 @@ async def test_replay_sends_each_dead_letter_once_and_skips_references(
         narrowed = await replay_dead_letters(settings, reason="older processor")
         assert (narrowed.replayed, narrowed.not_matching) == (1, 1)
         assert narrowed.per_topic == {settings.topic: 1}
-        await wait_for(lambda: _seen(chdb_store, run) == expected, 30, "the replayed flows")
+        await wait_for(lambda: _seen(module_chdb_store, run) == expected, 30, "the replayed flows")
         assert processor.stats.dead_lettered == 0
 
         # --reason moved nothing: a full replay sends both again; the good events
@@ -117,7 +104,7 @@ async def test_replay_sends_each_dead_letter_once_and_skips_references(
         assert (full.replayed, full.not_matching, len(full.references)) == (2, 0, 1)
         # Same key, same partition: once the junk is dead-lettered, the good message before it is written.
         await wait_for(lambda: processor.stats.dead_lettered >= 1, 30, "the junk dead-lettered again")
-        assert _seen(chdb_store, run) == expected
+        assert _seen(module_chdb_store, run) == expected
 
         # Each DLQ message once: only the junk's new copy is left to send.
         again = await replay_dead_letters(settings, dry_run=True)
