@@ -157,6 +157,15 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(
         6.0, gt=0, description="Consumer group rebalance timeout of the processor."
     )
+    processor_stall_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "A worker with messages waiting on its partitions that reads none of them, with no write under way,"
+            " for this long exits with code 3 so that its supervisor restarts it (a Faust consumer can stop"
+            " fetching after a rebalance: faust-streaming issue #629). 0: never."
+        ),
+    )
     session_timeout_s: float = Field(
         10.0,
         gt=0,

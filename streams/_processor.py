@@ -421,6 +421,11 @@ class Processor:
         reason: BaseException | None = self.app.crash_reason
         return reason
 
+    @property
+    def writing(self) -> bool:
+        """A store call is under way (a long write is progress, not a stall)."""
+        return self._inflight is not None
+
     def lag(self) -> int | None:
         """Messages on assigned partitions not yet written (None before assignment)."""
         consumer = self.app.consumer

@@ -104,6 +104,8 @@ async def run_processor(
         started(processor)
     status = StatusLine(processor, flow_counter(processor)) if status_every else None
     next_status = time.monotonic() + (status_every or 0)
+    stats = processor.stats
+    progress, idle_since = (stats.messages, stats.write_failures), time.monotonic()
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -111,6 +113,20 @@ async def run_processor(
             if processor.crashed:
                 echo(f"dashfrog: processor crashed: {processor.crash_reason!r}")
                 return 1
+            # A consumer can hold partitions and stop fetching after a rebalance
+            # (faust-streaming #629); nothing inside the process undoes it, a restart does.
+            now, lag = time.monotonic(), processor.lag()
+            mark = (stats.messages, stats.write_failures)
+            if mark != progress or not lag or processor.writing or processor.broker.down_since is not None:
+                progress, idle_since = mark, now
+            elif settings.processor_stall_s and now - idle_since >= settings.processor_stall_s:
+                echo(
+                    f"dashfrog: {lag:,} messages wait on this worker's partitions and it has read none for "
+                    f"{settings.processor_stall_s:g} s; exiting with code 3 so that its supervisor restarts it "
+                    "(a Faust consumer can stop fetching after a rebalance: faust-streaming issue #629; "
+                    "DASHFROG_PROCESSOR_STALL_S sets the wait, 0 turns this off)"
+                )
+                return 3
             if status is not None and time.monotonic() >= next_status:
                 echo(await status.line())
                 next_status = time.monotonic() + (status_every or 0)
