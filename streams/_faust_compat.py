@@ -1,6 +1,6 @@
-"""The two places the processor needs more than Faust's public surface.
+"""The places the processor needs more than Faust's public surface.
 
-Everything else goes through Faust's and mode's public API. These two have no
+Everything else goes through Faust's and mode's public API. None of these has a
 public form in faust-streaming 0.11-0.15; ``tests/streams/test_faust_compat.py``
 fails by name if an upgrade moves what they rely on.
 
@@ -11,6 +11,15 @@ fails by name if an upgrade moves what they rely on.
   of more, emptier fetches when idle. The transport here subclasses Faust's
   consumer thread at its consumer-creation hook and sets aiokafka's fetch wait
   on the consumer before it starts.
+- Faust rewinds a partition to the group's committed offset whenever it drops
+  records it had already fetched: when a rebalance starts mid-fetch, and
+  when it resumes after one. aiokafka's ``seek_to_committed`` leaves a
+  partition with no committed offset where it is, so records fetched and
+  dropped there were never read again: a new group's worker held its
+  partitions with messages waiting and read none until it restarted. The
+  consumer thread here rewinds such partitions to their start (the
+  ``earliest`` reset the processor is configured with); writes are
+  idempotent, so reading a record again is safe.
 - The offset the group had committed for a partition when it was assigned:
   Faust keeps it in ``Consumer._committed_offset`` and has no public reader.
 """
@@ -30,6 +39,17 @@ def kafka_transport(app: Any, fetch_wait_ms: float) -> Any:
             # Read by aiokafka's fetcher when the consumer starts.
             consumer._fetch_max_wait_ms = int(fetch_wait_ms)
             return consumer
+
+        async def seek_to_committed(self) -> Any:
+            return await self.call_thread(self._seek_to_committed_or_start)
+
+        async def _seek_to_committed_or_start(self) -> Any:
+            consumer = self._ensure_consumer()
+            committed = await consumer.seek_to_committed()
+            uncommitted = [tp for tp, offset in committed.items() if not offset]
+            if uncommitted:
+                await consumer.seek_to_beginning(*uncommitted)
+            return committed
 
     class Consumer(driver.Consumer):
         def _new_consumer_thread(self) -> Any:

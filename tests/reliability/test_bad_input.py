@@ -118,7 +118,7 @@ async def test_each_bad_input_class_is_dead_lettered_and_good_messages_around_it
         # stand-in can take a while to do on a loaded machine.
         end = 2 * len(bad) + 1
         await wait_for(lambda: processor.done.get((settings.topic, 0), 0) == end, 60,
-                       f"partition 0 done to offset {end} (done: {processor.done})")
+                       lambda: f"partition 0 done to offset {end} (done: {processor.done})")
 
     run = good[0]["labels"]["run"]
     rows = store.select(

@@ -142,8 +142,11 @@ async def send_raw(
         await producer.stop()
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until true; fail with ``what`` after ``timeout`` seconds."""
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], timeout: float, what: str | Callable[[], str]
+) -> None:
+    """Poll ``condition`` until true; fail with ``what`` after ``timeout`` seconds
+    (a callable ``what`` is asked at the timeout, to show the state then)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -153,7 +156,7 @@ async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: flo
         if result:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         await asyncio.sleep(0.05)
 
 
