@@ -72,12 +72,18 @@ class LocalBroker:
                 self.log.close()
 
 
-def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | None = None) -> LocalBroker:
-    """Start tansu on 127.0.0.1:``port`` and wait until it answers Kafka metadata."""
+def start_broker(
+    port: int | None = None, *, timeout: float = 30.0, log: str | None = None, advertised_port: int | None = None
+) -> LocalBroker:
+    """Start tansu on 127.0.0.1:``port`` and wait until it answers Kafka metadata.
+
+    ``advertised_port`` is where clients are told to connect instead, for a
+    proxy in front of the broker."""
     if port and _taken(port):
         raise ConfigurationError(f"127.0.0.1:{port} is already in use by another process")
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     out = open(log, "ab") if log else None  # LocalBroker.stop closes it
     try:
         process = subprocess.Popen(
@@ -87,7 +93,7 @@ def start_broker(port: int | None = None, *, timeout: float = 30.0, log: str | N
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -135,6 +135,27 @@ class TcpCut:
 
 
 @pytest.fixture
+def cut_broker(tmp_path: Path) -> Iterator[tuple[str, TcpCut]]:
+    """A tansu broker that clients reach only through a TcpCut, and its address.
+
+    Cutting the proxy is an outage in which the broker keeps its topics. A
+    stopped memory-storage broker loses them, and tansu acknowledges a send
+    to a topic that no longer exists and keeps nothing of it: a client that
+    reconnects before the topic is made again loses what it sends."""
+    if os.environ.get("DASHFROG_TEST_KAFKA"):
+        pytest.skip("puts a proxy in front of a broker of its own: runs on the local tansu broker only")
+    port = free_port()
+    proxy = TcpCut("127.0.0.1", port)
+    running = start_broker(port, log=str(tmp_path / "tansu.log"), advertised_port=proxy.port)
+    proxy.start()
+    try:
+        yield f"127.0.0.1:{proxy.port}", proxy
+    finally:
+        proxy.close()
+        running.stop()
+
+
+@pytest.fixture
 def server_store_url() -> Iterator[tuple[str, TcpCut]]:
     """A fresh database on the ClickHouse server of DASHFROG_TEST_CLICKHOUSE_URL,
     reached through a TcpCut; skips without a server."""

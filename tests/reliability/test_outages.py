@@ -51,18 +51,19 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 def test_sdk_reports_an_outage_once_with_true_drop_totals_and_tells_the_truth_at_exit(
-    own_broker: RestartableBroker, topic_prefix: str, caplog: pytest.LogCaptureFixture,
+    cut_broker: tuple[str, TcpCut], topic_prefix: str, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from dashfrog import _producer
 
+    bootstrap, broker_link = cut_broker
     # Drop reports every second instead of every ten, so the test sees several.
     monkeypatch.setattr(_producer, "_LOG_EVERY_S", 1.0)
     caplog.set_level(logging.INFO)
     topic = topic_prefix + "dashfrog.events"
-    ensure_topics_sync(own_broker.bootstrap, {topic: 3})
+    ensure_topics_sync(bootstrap, {topic: 3})
     dashfrog.setup(
-        kafka_bootstrap=own_broker.bootstrap, topic_prefix=topic_prefix, queue_size=400, linger_ms=5,
+        kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, queue_size=400, linger_ms=5,
         exit_flush_timeout_s=1.0,
     )
     try:
@@ -72,7 +73,7 @@ def test_sdk_reports_an_outage_once_with_true_drop_totals_and_tells_the_truth_at
         assert dashfrog.flush(10)
         assert dashfrog.stats()["sent"] == 2
 
-        own_broker.stop()
+        broker_link.cut()
         stopped = time.monotonic()
         emitted = 2
         for i in range(300):  # 4 events each: 1,200 events into a queue of 400
@@ -87,8 +88,7 @@ def test_sdk_reports_an_outage_once_with_true_drop_totals_and_tells_the_truth_at
         _wait(lambda: any(f"({dropped} in all)" in r.getMessage()
                           for r in _messages(caplog, "event queue full")), 10, "a drop report with the total")
 
-        own_broker.start()  # same port; memory storage: the topic is gone
-        ensure_topics_sync(own_broker.bootstrap, {topic: 3})
+        broker_link.restore()
         _wait(lambda: _messages(caplog, "answers again"), 30, "the SDK to reach Kafka again")
         outage_s = time.monotonic() - stopped
         assert dashfrog.flush(20)
@@ -98,12 +98,12 @@ def test_sdk_reports_an_outage_once_with_true_drop_totals_and_tells_the_truth_at
         assert f"{dropped} events dropped since it last acknowledged a send ({dropped} in all)" in back
 
         # Everything accepted during the outage arrives; what was dropped is reported.
-        # The topic was made anew after the restart: the events sent before it are gone.
-        found = consume_events(own_broker.bootstrap, topic, emitted - 2 - dropped, timeout=30)
+        found = consume_events(bootstrap, topic, emitted - dropped, timeout=30)
         assert len([e for e in found if e["flow_name"] == "during"]) == 1_200 - dropped
+        assert len([e for e in found if e["flow_name"] == "before"]) == 2
 
         # Exit with the broker gone again and events queued: the message says they are lost.
-        own_broker.stop()
+        broker_link.cut()
         for _ in range(10):
             with flow.start(name="at-exit", tenant="acme"):
                 pass
