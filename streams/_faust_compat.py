@@ -20,6 +20,7 @@ fails by name if an upgrade moves what they rely on.
   consumer thread here rewinds such partitions to their start (the
   ``earliest`` reset the processor is configured with); writes are
   idempotent, so reading a record again is safe.
+  ``tests/streams/test_rewind.py`` fails if an upgrade undoes it.
 - The offset the group had committed for a partition when it was assigned:
   Faust keeps it in ``Consumer._committed_offset`` and has no public reader.
 """
